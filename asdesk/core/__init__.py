@@ -1,0 +1,54 @@
+"""Layer 0: dataclasses, errors, progress/cancel protocols, paths, settings and logging.
+
+Imports only the standard library and numpy.
+"""
+
+from asdesk.core.errors import (
+    AsdeskError,
+    CancelledError,
+    CardError,
+    DicomDecodeError,
+    EmptySeriesError,
+    ModelHashMismatchError,
+    ModelNotFoundError,
+    NoPixelDataError,
+    NotAnImageError,
+    PreprocessError,
+    ReadError,
+    TruncatedFileError,
+    UnsupportedTransferSyntaxError,
+)
+from asdesk.core.progress import CancelToken, NullProgress, ProgressSink
+from asdesk.core.records import (
+    AnalysisResult,
+    ImageMetadata,
+    ImageRecord,
+    ModelInfo,
+    Prediction,
+    SeriesResult,
+)
+
+__all__ = [
+    "AnalysisResult",
+    "AsdeskError",
+    "CancelToken",
+    "CancelledError",
+    "CardError",
+    "DicomDecodeError",
+    "EmptySeriesError",
+    "ImageMetadata",
+    "ImageRecord",
+    "ModelHashMismatchError",
+    "ModelInfo",
+    "ModelNotFoundError",
+    "NoPixelDataError",
+    "NotAnImageError",
+    "NullProgress",
+    "Prediction",
+    "PreprocessError",
+    "ProgressSink",
+    "ReadError",
+    "SeriesResult",
+    "TruncatedFileError",
+    "UnsupportedTransferSyntaxError",
+]

@@ -1,0 +1,221 @@
+"""Frozen dataclasses that flow through asdesk: read → preprocess → classify → report.
+
+``ImageRecord`` (from :mod:`asdesk.io`) → ``ModelInput`` (from :mod:`asdesk.preprocess`) →
+``Prediction`` + Grad-CAM (from :mod:`asdesk.inference`) → ``AnalysisResult`` / ``SeriesResult`` (from
+:mod:`asdesk.tasks`) → reports.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class ImageMetadata:
+    """What a report and a study-level result need to know about an image.
+
+    All fields are optional: a PNG has none of the DICOM ones. Strings are empty when unknown.
+
+    Attributes
+    ----------
+    source : Path
+        The file the image was read from.
+    format : str
+        ``"DICOM"``, ``"PNG"``, ``"JPEG"``, ``"TIFF"``, ``"NIfTI"``, ...
+    patient_name, patient_id : str
+        (0010,0010) and (0010,0020). Never logged.
+    study_uid, series_uid, sop_instance_uid : str
+        (0020,000D), (0020,000E), (0008,0018).
+    study_date, series_date : str
+        DICOM DA strings, ``YYYYMMDD``.
+    study_description, series_description : str
+        (0008,1030), (0008,103E).
+    modality : str
+        (0008,0060), e.g. ``"MR"``, ``"CR"``, ``"DX"``; empty for raster files.
+    body_part : str
+        (0018,0015), e.g. ``"SPINE"``, ``"KNEE"``.
+    pixel_spacing_mm : tuple of float or None
+        (row spacing, column spacing) in mm, from PixelSpacing or ImagerPixelSpacing.
+    window_centre, window_width : float or None
+        The first (0028,1050)/(0028,1051) value, in modality-LUT units.
+    slice_position_mm : float or None
+        Position along the slice normal (ImagePositionPatient projected on the normal), in mm.
+    instance_number : int or None
+        (0020,0013).
+    frame_index : int or None
+        Frame of a multi-frame file, 0-based; ``None`` for single-frame files.
+    transfer_syntax : str
+        Transfer syntax UID name, e.g. ``"JPEG 2000 Image Compression (Lossless Only)"``.
+    photometric_interpretation : str
+        ``"MONOCHROME1"``, ``"MONOCHROME2"``, ``"RGB"``, ``"YBR_FULL"``, ...
+    bits_stored : int or None
+        (0028,0101), or the raster bit depth.
+    manufacturer : str
+        (0008,0070).
+    """
+
+    source: Path
+    format: str = ""
+    patient_name: str = ""
+    patient_id: str = ""
+    study_uid: str = ""
+    series_uid: str = ""
+    sop_instance_uid: str = ""
+    study_date: str = ""
+    series_date: str = ""
+    study_description: str = ""
+    series_description: str = ""
+    modality: str = ""
+    body_part: str = ""
+    pixel_spacing_mm: tuple[float, float] | None = None
+    window_centre: float | None = None
+    window_width: float | None = None
+    slice_position_mm: float | None = None
+    instance_number: int | None = None
+    frame_index: int | None = None
+    transfer_syntax: str = ""
+    photometric_interpretation: str = ""
+    bits_stored: int | None = None
+    manufacturer: str = ""
+
+
+@dataclass(frozen=True, eq=False)
+class ImageRecord:
+    """One 2-D image as read, before any model-specific preprocessing.
+
+    Attributes
+    ----------
+    pixels : numpy.ndarray
+        float32, shape (H, W) for grayscale or (H, W, 3) for colour (RGB order). Grayscale DICOM values are
+        *after* the modality LUT (rescale slope/intercept) and *before* VOI and MONOCHROME1 inversion, so
+        they keep their physical meaning (e.g. HU on CT). Raster images keep their stored values (0-255 or
+        0-65535).
+    display : numpy.ndarray
+        float32 in [0, 1], same shape as ``pixels``: the image as a reader sees it by default, i.e. the full
+        DICOM grayscale chain applied (modality LUT → VOI LUT or window centre/width, or the value range
+        when the file has neither → MONOCHROME1 inversion).
+    metadata : ImageMetadata
+        Where it came from and the tags a report needs.
+    """
+
+    pixels: np.ndarray
+    display: np.ndarray
+    metadata: ImageMetadata
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(H, W) in pixels."""
+        return (int(self.pixels.shape[0]), int(self.pixels.shape[1]))
+
+    @property
+    def inverted(self) -> bool:
+        """True for MONOCHROME1 images, where low values are displayed bright."""
+        return self.metadata.photometric_interpretation == "MONOCHROME1"
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Identity of the model pack that produced a result (IHE AI Results: every output names it).
+
+    Attributes
+    ----------
+    pack_id, version, sha256 : str
+        Pack id (folder name), the card's version and the SHA-256 of ``model.keras``.
+    task : str
+        What the model answers, e.g. ``"active sacroiliitis (bone-marrow oedema) on STIR"``.
+    positive_label, negative_label : str
+        Human-readable finding names.
+    """
+
+    pack_id: str
+    version: str
+    sha256: str
+    task: str = ""
+    positive_label: str = "positive"
+    negative_label: str = "negative"
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """A classifier's answer for one image.
+
+    Attributes
+    ----------
+    probability : float
+        Probability of the positive class, in [0, 1].
+    threshold : float
+        The operating point's threshold used for the finding.
+    operating_point : str
+        ``"high_sensitivity"``, ``"balanced"`` or ``"high_specificity"``.
+    positive : bool
+        ``probability >= threshold``.
+    finding : str
+        The card's positive or negative label.
+    """
+
+    probability: float
+    threshold: float
+    operating_point: str
+    positive: bool
+    finding: str
+
+
+@dataclass(frozen=True, eq=False)
+class AnalysisResult:
+    """The result of analysing one image.
+
+    Attributes
+    ----------
+    record : ImageRecord
+        The image as read.
+    model_input : numpy.ndarray
+        float32 (h, w) in [0, 1]: exactly the image the model received, before channel replication and
+        the backbone's normalisation (the viewer's "model input" view).
+    prediction : Prediction
+        Probability, threshold and finding.
+    model : ModelInfo
+        Pack id, version and hash.
+    heatmap : numpy.ndarray or None
+        Grad-CAM, float32 (H, W) in [0, 1] at the *image's* size (``record.shape``).
+    overlay : numpy.ndarray or None
+        RGBA uint8 (H, W, 4): the heatmap through a colour map with alpha, to draw over ``record.display``.
+    timings_ms : dict
+        Per-stage wall time in ms (``read``, ``preprocess``, ``classify``, ``gradcam``).
+    """
+
+    record: ImageRecord
+    model_input: np.ndarray
+    prediction: Prediction
+    model: ModelInfo
+    heatmap: np.ndarray | None = None
+    overlay: np.ndarray | None = None
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, eq=False)
+class SeriesResult:
+    """The result of analysing a series (one study's slices) and the study-level decision.
+
+    Attributes
+    ----------
+    slices : tuple of AnalysisResult
+        Per-slice results, in series order (InstanceNumber, then slice position).
+    study_probability : float
+        The study-level score given by the card's study rule (e.g. the mean of the top-k slice
+        probabilities), in [0, 1].
+    study_prediction : Prediction
+        The study-level finding at the card's study threshold.
+    study_rule : str
+        The rule in words, as the card states it.
+    errors : tuple of str
+        Files of the series that could not be read, with the reason.
+    """
+
+    slices: tuple[AnalysisResult, ...]
+    study_probability: float
+    study_prediction: Prediction
+    study_rule: str
+    errors: tuple[str, ...] = ()

@@ -1,0 +1,71 @@
+"""Command-line arguments of ``asdesk train`` and ``asdesk evaluate`` (used by :mod:`asdesk.cli`)."""
+
+from __future__ import annotations
+
+import argparse
+
+from asdesk.training.model import GRADCAM_LAYERS
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``train`` options to ``parser``."""
+    parser.add_argument("data", help="labelled folder <root>/<label>/<images>, or the SIJ STIR NIfTI root "
+                                     "(with --task sij-stir)")
+    parser.add_argument("--task", choices=("folder", "sij-stir"), default="folder",
+                        help="folder: labelled image folders; sij-stir: STIR NIfTI + reader inflammation masks")
+    parser.add_argument("--architecture", choices=sorted(GRADCAM_LAYERS), default="MobileNetV2")
+    parser.add_argument("--weights", default="none",
+                        help="backbone weights: 'imagenet' (needs internet), a no-top .weights.h5 file, or none")
+    parser.add_argument("--positive-labels", help="label folders of the positive class, e.g. 2,3,4")
+    parser.add_argument("--negative-labels", help="label folders of the negative class, e.g. 0,1")
+    parser.add_argument("--patient-pattern", help=r"regex whose first group in the file name is the patient id, "
+                                                  r"e.g. '^(\d+)'")
+    parser.add_argument("--patient-csv", help="CSV with columns file, patient_id")
+    parser.add_argument("--min-readers", type=int, default=2, help="sij-stir: readers that must mark a slice")
+    parser.add_argument("--split", choices=("holdout", "lopo", "group-kfold"),
+                        help="holdout: 15%% of patients validate (test with --test-data); lopo: "
+                             "leave-one-patient-out; group-kfold: 5 folds by patient "
+                             "(default: lopo for sij-stir, holdout otherwise)")
+    parser.add_argument("--test-data", help="labelled folder of held-out patients for the card's metrics")
+    parser.add_argument("--preprocessing", choices=("clahe", "histeq", "none"),
+                        help="contrast enhancement (default: clahe for sij-stir, none otherwise)")
+    parser.add_argument("--input-size", type=int, default=224, help="model input height/width in pixels")
+    parser.add_argument("--epochs", type=int, default=30, help="max epochs of the frozen-backbone phase")
+    parser.add_argument("--fine-tune-epochs", type=int, default=0, help="max epochs of fine-tuning (0: none)")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--augment-copies", type=int, default=4,
+                        help="augmented copies per image for the frozen-backbone phase")
+    parser.add_argument("--horizontal-flip", action="store_true",
+                        help="flip augmentation (never for per-side labels)")
+    parser.add_argument("--study-top-k", type=int, default=3, help="sij-stir: slices in the study rule")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", required=True, help="output folder: the model pack (model.keras, card.json) "
+                                                     "plus results.json, predictions and plots")
+    parser.add_argument("--pack-id", required=True)
+    parser.add_argument("--pack-version", default="1.0.0")
+    parser.add_argument("--pack-name")
+    parser.add_argument("--task-text", help="what the model answers, for the card")
+    parser.add_argument("--positive-name", help="finding shown when positive")
+    parser.add_argument("--negative-name", help="finding shown when negative")
+    parser.add_argument("--modalities", help="comma-separated DICOM modalities the pack accepts ('' = raster)")
+    parser.add_argument("--body-parts", help="comma-separated DICOM body parts the pack accepts")
+    parser.add_argument("--dataset-name", help="training data name for the card")
+    parser.add_argument("--test-dataset-name", help="test data name for the card")
+    parser.add_argument("--provenance", help="training data provenance for the card")
+    parser.add_argument("--licence", help="training data licence for the card")
+    parser.add_argument("--compare", nargs="*", default=[],
+                        help="results.json of other candidates, recorded in the card's comparison")
+
+
+def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``evaluate`` options to ``parser``."""
+    parser.add_argument("data", help="labelled folder <root>/<label>/<images> of patients the model never saw")
+    parser.add_argument("--model", required=True, help="model pack id (see asdesk models)")
+    parser.add_argument("--out", required=True, help="folder for metrics.json, predictions.csv and plots")
+    parser.add_argument("--positive-labels")
+    parser.add_argument("--negative-labels")
+    parser.add_argument("--patient-pattern")
+    parser.add_argument("--patient-csv")
+    parser.add_argument("--dataset-name")
+    parser.add_argument("--write-card", action="store_true",
+                        help="replace the card's performance block with this evaluation")

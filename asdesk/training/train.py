@@ -1,0 +1,300 @@
+"""``asdesk train``: train a model pack on a labelled folder or on the SIJ STIR set, evaluate it on
+patients it never saw, and write ``model.keras`` + ``card.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import asdesk
+from asdesk.core import NullProgress, ProgressSink
+from asdesk.preprocess import build_pipeline
+from asdesk.training.datasets import (
+    DatasetError,
+    Sample,
+    load_folder_dataset,
+    load_sij_stir_dataset,
+    prepare_images,
+)
+from asdesk.training.model import GRADCAM_LAYERS, build_classifier
+from asdesk.training.presets import preprocessing_spec
+from asdesk.training.splits import group_holdout, group_kfold, leave_one_patient_out
+from asdesk.training.trainer import FeatureCache, TrainConfig, fit, forward, median_epochs
+
+LOGGER = logging.getLogger(__name__)
+
+
+@dataclass
+class Dataset:
+    """Preprocessed images with labels and patient ids (failed reads removed)."""
+
+    samples: list[Sample]
+    images: np.ndarray
+    labels: np.ndarray
+    groups: np.ndarray
+    errors: list[str]
+
+
+def load_dataset(args: argparse.Namespace, data: str | Path, spec: list[dict[str, Any]],
+                 progress: ProgressSink | None = None) -> Dataset:
+    """Index, read and preprocess a data set for ``args.task``.
+
+    Raises
+    ------
+    DatasetError
+        No labelled image, or only one class.
+    """
+    if args.task == "sij-stir":
+        samples = load_sij_stir_dataset(data, min_readers=args.min_readers)
+    else:
+        samples = load_folder_dataset(data, args.positive_labels, args.negative_labels,
+                                      args.patient_pattern, args.patient_csv)
+    images, errors = prepare_images(samples, build_pipeline(spec), progress)
+    failed = {error.split(": ", 1)[0] for error in errors}
+    keep = [i for i, s in enumerate(samples) if s.key not in failed]
+    samples = [samples[i] for i in keep]
+    labels = np.array([s.label for s in samples], dtype=np.int64)
+    if len(set(labels.tolist())) < 2:
+        raise DatasetError(f"{data}: need both positive and negative images, got labels {sorted(set(labels))}")
+    return Dataset(samples, images[keep], labels, np.array([s.patient for s in samples]), errors)
+
+
+def _config(args: argparse.Namespace) -> TrainConfig:
+    from asdesk.training.augment import Augmentation
+
+    weights = None if args.weights in (None, "", "none") else args.weights
+    return TrainConfig(architecture=args.architecture, weights=weights, head_epochs=args.epochs,
+                       fine_tune_epochs=args.fine_tune_epochs, batch_size=args.batch_size,
+                       augment_copies=args.augment_copies, seed=args.seed,
+                       augmentation=Augmentation(horizontal_flip=args.horizontal_flip))
+
+
+def cross_validate(dataset: Dataset, config: TrainConfig, spec: list[dict[str, Any]], split: str,
+                   progress: ProgressSink | None = None) -> tuple[np.ndarray, list[int], list[int], list[dict]]:
+    """Out-of-fold probabilities by leave-one-patient-out or grouped 5-fold cross-validation.
+
+    The frozen-backbone features are computed once and shared by all folds; fine-tuning (if configured)
+    runs per fold on a fresh model.
+
+    Returns
+    -------
+    probabilities : numpy.ndarray
+        float32 (N,): each image scored by the model that never saw its patient.
+    head_epochs, fine_tune_epochs : list of int
+        Best epochs per fold.
+    folds : list of dict
+        Per-fold summary (held-out patients, sizes, best epochs).
+    """
+    pipeline = build_pipeline(spec)
+    shape = pipeline.input_shape
+    import keras
+
+    keras.utils.set_random_seed(config.seed)
+    base = build_classifier(config.architecture, shape, config.weights, seed=config.seed)
+    cache = FeatureCache(base, dataset.images, pipeline.normalise, config.augment_copies, config.augmentation,
+                         config.seed, progress)
+    splits = (leave_one_patient_out(dataset.labels, dataset.groups, config.seed) if split == "lopo"
+              else group_kfold(dataset.labels, dataset.groups, 5, config.seed))
+    probabilities = np.full(len(dataset.labels), np.nan, dtype=np.float32)
+    head_epochs, tune_epochs, folds = [], [], []
+    for fold in splits:
+        model = None
+        if config.fine_tune_epochs > 0:
+            keras.utils.set_random_seed(config.seed)
+            model = build_classifier(config.architecture, shape, config.weights, seed=config.seed)
+        else:
+            model = base
+        result = fit(dataset.images, dataset.labels, fold.train, fold.validation, config, pipeline.normalise,
+                     shape, cache=cache, model=model)
+        probabilities[fold.test] = forward(result.model, dataset.images[fold.test], pipeline.normalise)
+        head_epochs.append(result.head_epochs_run)
+        tune_epochs.append(result.fine_tune_epochs_run)
+        folds.append({"test": fold.name, "n_train": int(len(fold.train)), "n_validation": int(len(fold.validation)),
+                      "n_test": int(len(fold.test)), "head_epochs": result.head_epochs_run,
+                      "fine_tune_epochs": result.fine_tune_epochs_run})
+        LOGGER.info("fold %s: %d test images, best head epoch %d", fold.name, len(fold.test),
+                    result.head_epochs_run)
+    return probabilities, head_epochs, tune_epochs, folds
+
+
+def nested_decisions(labels: np.ndarray, probabilities: np.ndarray, groups: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-image decisions where each patient's thresholds were chosen on the other patients only.
+
+    With cross-validated (out-of-fold) probabilities, choosing thresholds on all of them and measuring at
+    those thresholds would reuse the test patient; here each patient is judged at operating points chosen
+    from the remaining patients' out-of-fold predictions.
+
+    Returns
+    -------
+    dict
+        Operating-point name → bool (N,) positive decisions.
+    """
+    from asdesk.training.metrics import choose_operating_points
+
+    decisions: dict[str, np.ndarray] = {}
+    for patient in np.unique(groups):
+        mine, others = groups == patient, groups != patient
+        points = choose_operating_points(labels[others], probabilities[others])
+        for name, point in points.items():
+            decisions.setdefault(name, np.zeros(len(labels), dtype=bool))
+            decisions[name][mine] = probabilities[mine] >= point["threshold"]
+    return decisions
+
+
+def main_train(args: argparse.Namespace, progress: ProgressSink | None = None) -> int:
+    """Run ``asdesk train`` (see ``asdesk train --help``). Returns the exit code."""
+    from asdesk.inference.runtime import configure_device
+    from asdesk.training.evaluate import performance_block, write_evaluation_files
+    from asdesk.training.metrics import choose_operating_points
+
+    device = configure_device()
+    LOGGER.info("training on %s", device)
+    sink = progress or NullProgress()
+    config = _config(args)
+    enhancement = args.preprocessing or ("clahe" if args.task == "sij-stir" else "none")
+    spec = preprocessing_spec(args.task, enhancement, args.input_size, args.architecture)
+    dataset = load_dataset(args, args.data, spec, sink)
+    pipeline = build_pipeline(spec)
+    shape = pipeline.input_shape
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    split = args.split or ("lopo" if args.task == "sij-stir" else "holdout")
+    protocol: dict[str, Any] = {"split": split, "seed": config.seed}
+    if split in ("lopo", "group-kfold"):
+        oof, head_epochs, tune_epochs, folds = cross_validate(dataset, config, spec, split, sink)
+        points = choose_operating_points(dataset.labels, oof)
+        final = fit(dataset.images, dataset.labels, np.arange(len(dataset.labels)), None, config,
+                    pipeline.normalise, shape, head_epochs=median_epochs(head_epochs),
+                    fine_tune_epochs=median_epochs(tune_epochs) if config.fine_tune_epochs else 0)
+        decisions = nested_decisions(dataset.labels, oof, dataset.groups)
+        performance = performance_block(
+            dataset.labels, oof, dataset.groups, points, decisions=decisions,
+            dataset_name=args.dataset_name or str(args.data),
+            protocol=(f"{'leave-one-patient-out' if split == 'lopo' else 'grouped 5-fold'} cross-validation "
+                      "on patients the fold's model never saw; AUC from out-of-fold probabilities; "
+                      "threshold metrics with each patient's operating points chosen on the other patients' "
+                      "out-of-fold predictions"),
+            study_k=args.study_top_k if args.task == "sij-stir" else None)
+        protocol.update({"folds": folds, "final_model": "all patients, epochs = median of the folds' best "
+                         f"(head {median_epochs(head_epochs)}, fine-tune "
+                         f"{median_epochs(tune_epochs) if config.fine_tune_epochs else 0})"})
+        evaluated = (dataset.labels, oof, dataset.groups, [s.key for s in dataset.samples])
+        model = final.model
+    else:
+        train, validation = group_holdout(dataset.labels, dataset.groups, 0.15, config.seed)
+        result = fit(dataset.images, dataset.labels, train, validation, config, pipeline.normalise, shape,
+                     progress=sink, verbose=2)
+        model = result.model
+        val_probabilities = forward(model, dataset.images[validation], pipeline.normalise)
+        points = choose_operating_points(dataset.labels[validation], val_probabilities)
+        protocol.update({"n_train_images": int(len(train)), "n_validation_images": int(len(validation)),
+                         "n_train_patients": int(len(np.unique(dataset.groups[train]))),
+                         "n_validation_patients": int(len(np.unique(dataset.groups[validation]))),
+                         "head_epochs": result.head_epochs_run,
+                         "fine_tune_epochs": result.fine_tune_epochs_run,
+                         "validation_auc": _auc(dataset.labels[validation], val_probabilities)})
+        performance = {"note": "no held-out test data given (--test-data); see validation_auc in training"}
+        evaluated = None
+        if args.test_data:
+            test = load_dataset(args, args.test_data, spec, sink)
+            test_probabilities = forward(model, test.images, pipeline.normalise)
+            performance = performance_block(test.labels, test_probabilities, test.groups, points,
+                                            dataset_name=args.test_dataset_name or str(args.test_data),
+                                            protocol="held-out test set: patients not in the training data")
+            evaluated = (test.labels, test_probabilities, test.groups, [s.key for s in test.samples])
+    card = build_card(args, spec, shape, points, performance, protocol, dataset, enhancement)
+    if args.compare:
+        card["comparison"] = [json.loads(Path(path).read_text(encoding="utf-8")) for path in args.compare]
+    from asdesk.inference.pack import write_pack
+
+    pack = write_pack(out, model, card)
+    summary = {"architecture": args.architecture, "preprocessing": enhancement,
+               "performance": performance, "protocol": protocol}
+    (out / "results.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    if evaluated is not None:
+        write_evaluation_files(out, card["id"], *evaluated, points)
+    LOGGER.info("wrote model pack %s", pack.path)
+    print(f"model pack written to {pack.path}")
+    metrics = performance.get("metrics", {})
+    if "auc" in metrics:
+        auc = metrics["auc"]
+        print(f"AUC {auc['value']} (95% CI {auc['ci95'][0]}-{auc['ci95'][1]}) on {performance.get('dataset')}")
+    return 0
+
+
+def _auc(labels: np.ndarray, probabilities: np.ndarray) -> float | None:
+    from asdesk.training.metrics import binary_metrics
+
+    value = binary_metrics(labels, probabilities, 0.5)["auc"]
+    return None if value is None or np.isnan(value) else round(float(value), 4)
+
+
+def build_card(args: argparse.Namespace, spec: list[dict[str, Any]], shape: tuple[int, int, int],
+               points: dict[str, dict], performance: dict, protocol: dict, dataset: Dataset,
+               enhancement: str) -> dict[str, Any]:
+    """Assemble ``card.json`` (the SHA-256 is filled in by ``write_pack``)."""
+    is_sij = args.task == "sij-stir"
+    card: dict[str, Any] = {
+        "schema_version": 1,
+        "id": args.pack_id,
+        "version": args.pack_version,
+        "name": args.pack_name or args.pack_id,
+        "task": args.task_text or ("active sacroiliitis: bone-marrow oedema on a coronal STIR slice of the "
+                                   "sacroiliac joints" if is_sij else "binary classification"),
+        "labels": {"positive": args.positive_name or ("Active inflammation (bone-marrow oedema)" if is_sij
+                                                      else "positive"),
+                   "negative": args.negative_name or ("No active inflammation" if is_sij else "negative")},
+        "modalities": args.modalities.split(",") if args.modalities else (["MR"] if is_sij else ["", "CR", "DX"]),
+        "body_parts": args.body_parts.split(",") if args.body_parts else ([] if not is_sij else
+                                                                          ["SIJ", "PELVIS", "SPINE", "LSPINE", ""]),
+        "architecture": args.architecture,
+        "backbone_weights": str(Path(args.weights).name) if args.weights not in (None, "", "none") else "none",
+        "input": {"height": shape[0], "width": shape[1], "channels": shape[2]},
+        "preprocessing": spec,
+        "gradcam_layer": GRADCAM_LAYERS[args.architecture],
+        "operating_points": {**{name: {k: (round(float(v), 6) if k == "threshold" else
+                                           (None if v is None else round(float(v), 4)))
+                                       for k, v in point.items()} for name, point in points.items()},
+                             "default": "balanced",
+                             "chosen_on": ("out-of-fold predictions of all training patients" if
+                                           protocol["split"] in ("lopo", "group-kfold") else
+                                           "the validation patients (15% of the training folder)")},
+        "performance": performance,
+        "training": {
+            "protocol": protocol,
+            "optimizer": "Adam", "learning_rate": 1e-4, "fine_tune_learning_rate": 1e-5,
+            "batch_size": args.batch_size, "max_epochs": args.epochs, "fine_tune_max_epochs": args.fine_tune_epochs,
+            "early_stopping": "validation loss", "dropout": 0.5, "augmentation":
+                "rotation ±10°, shift ±10%, zoom ±10%, brightness/contrast ±10%"
+                + (", horizontal flip" if args.horizontal_flip else ", no flip"),
+            "enhancement": enhancement,
+        },
+        "training_data": {
+            "name": args.dataset_name or str(args.data),
+            "provenance": args.provenance or "",
+            "licence": args.licence or "",
+            "n_images": int(len(dataset.labels)),
+            "n_positive": int(dataset.labels.sum()),
+            "n_patients": int(len(np.unique(dataset.groups))),
+        },
+        "intended_use": asdesk.INTENDED_USE,
+        "sha256": "0" * 64,
+        "asdesk_version": asdesk.__version__,
+        "date": dt.date.today().isoformat(),
+    }
+    if is_sij and args.study_top_k:
+        threshold = points["balanced"]["threshold"]
+        card["study_rule"] = {
+            "kind": "top_k_mean", "k": args.study_top_k, "threshold": round(float(threshold), 6),
+            "description": (f"a study is positive when the mean of its {args.study_top_k} highest slice "
+                            f"probabilities is at least the balanced slice threshold ({threshold:.3f})"),
+        }
+    return card
