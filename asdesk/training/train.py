@@ -218,9 +218,11 @@ def main_train(args: argparse.Namespace, progress: ProgressSink | None = None) -
     pack = write_pack(out, model, card)
     summary = {"architecture": args.architecture, "preprocessing": enhancement,
                "performance": performance, "protocol": protocol}
-    (out / "results.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    report_dir = out / "evaluation"
+    report_dir.mkdir(exist_ok=True)
+    (report_dir / "results.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
     if evaluated is not None:
-        write_evaluation_files(out, card["id"], *evaluated, points)
+        write_evaluation_files(report_dir, card["id"], *evaluated, points)
     LOGGER.info("wrote model pack %s", pack.path)
     print(f"model pack written to {pack.path}")
     metrics = performance.get("metrics", {})

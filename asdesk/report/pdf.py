@@ -1,0 +1,792 @@
+"""The PDF analysis report, rendered headless with Qt's ``QTextDocument`` (HTML subset) and ``QPdfWriter``.
+
+Only ``PySide6.QtGui``/``QtCore`` are used: an offscreen ``QGuiApplication`` is enough (no widgets, no
+display). The report names the model pack id, version and SHA-256 on every page (IHE AI Results), shows
+the image and its Grad-CAM overlay, the finding with its probability, threshold and operating point, the
+model's measured performance with 95% confidence intervals as its card states them, and the intended use.
+
+The layout is computed in the PDF's own device units (300 dpi): lengths are given in mm and converted,
+fonts in points, so the result does not depend on the screen's DPI.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import os
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PySide6.QtCore import QCoreApplication, QMarginsF, QRectF, QSizeF, Qt, QUrl
+from PySide6.QtGui import (
+    QColor,
+    QFont,
+    QGuiApplication,
+    QImage,
+    QPageLayout,
+    QPageSize,
+    QPainter,
+    QPdfWriter,
+    QPen,
+    QTextDocument,
+)
+
+import asdesk
+from asdesk.core import AnalysisResult, AsdeskError, SeriesResult
+from asdesk.report import ReportWriteError
+from asdesk.report.images import array_to_qimage, blend_overlay, display_to_gray_uint8, fit_qimage
+
+__all__ = ["ensure_gui_application", "write_pdf_report"]
+
+RESOLUTION_DPI = 300
+"""Resolution of the PDF device; layout lengths are converted from mm at this resolution."""
+_MARGIN_LEFT_MM = _MARGIN_RIGHT_MM = 16.0
+_MARGIN_TOP_MM = 14.0
+_MARGIN_BOTTOM_MM = 20.0  # room for the footer
+_IMAGE_MAX_SIDE_PX = 1400  # larger images are scaled down (smoothly) before embedding
+_IMAGE_MAX_HEIGHT_MM = 95.0
+
+_application: QGuiApplication | None = None  # keeps the application we create alive
+
+_METRIC_NAMES = {
+    "auc": "AUC (ROC)", "roc_auc": "AUC (ROC)", "auroc": "AUC (ROC)", "pr_auc": "AUC (precision-recall)",
+    "auprc": "AUC (precision-recall)", "average_precision": "Average precision", "sensitivity": "Sensitivity",
+    "recall": "Sensitivity (recall)", "tpr": "Sensitivity", "specificity": "Specificity",
+    "tnr": "Specificity", "ppv": "Positive predictive value", "precision": "Precision (PPV)",
+    "npv": "Negative predictive value", "accuracy": "Accuracy", "balanced_accuracy": "Balanced accuracy",
+    "f1": "F1 score", "brier": "Brier score", "kappa": "Cohen's kappa", "mcc": "Matthews correlation",
+}
+_INFO_KEYS = ("dataset", "data", "test_set", "split", "evaluation", "method", "validation", "level", "unit",
+              "n_patients", "n_studies", "n_images", "n_slices", "n_positive", "n_negative", "prevalence",
+              "operating_point", "threshold", "ci_method", "date", "notes", "note", "protocol", "rule")
+_PERFORMANCE_SKIP = {"detail", "bootstrap", "studies", "resamples_used", "confusion_matrix", "patients",
+                     "predictions"}
+
+
+def ensure_gui_application() -> QGuiApplication:
+    """Return the running ``QGuiApplication``, creating a headless one if there is none.
+
+    On Linux without ``DISPLAY`` or ``WAYLAND_DISPLAY`` (and no ``QT_QPA_PLATFORM`` chosen),
+    ``QT_QPA_PLATFORM=offscreen`` is set in ``os.environ`` before the application is created. On Windows
+    and macOS the native platform plugin works without a visible window and is kept.
+
+    Returns
+    -------
+    QGuiApplication
+
+    Notes
+    -----
+    Creating the application must happen on the main thread; the GUI has one already, and the CLI calls
+    this from its main thread.
+
+    Raises
+    ------
+    asdesk.core.AsdeskError
+        If a plain ``QCoreApplication`` (not a GUI one) is already running: fonts and PDF output need a
+        ``QGuiApplication``; create that instead.
+    """
+    global _application
+    instance = QCoreApplication.instance()
+    if isinstance(instance, QGuiApplication):
+        return instance
+    if instance is not None:
+        raise AsdeskError(
+            "a QCoreApplication is running; PDF reports need a QGuiApplication (create "
+            "QGuiApplication or QApplication instead of QCoreApplication)")
+    if (sys.platform.startswith(("linux", "freebsd", "openbsd")) and not os.environ.get("DISPLAY")
+            and not os.environ.get("WAYLAND_DISPLAY") and not os.environ.get("QT_QPA_PLATFORM")):
+        os.environ["QT_QPA_PLATFORM"] = "offscreen"
+    _application = QGuiApplication([sys.argv[0] if sys.argv and sys.argv[0] else "asdesk"])
+    return _application
+
+
+# ----------------------------------------------------------------------------------------------- formatting
+def _esc(value: object) -> str:
+    return html.escape("" if value is None else str(value))
+
+
+def _percent(probability: float) -> str:
+    """0.6234 → ``"62.3 %"``."""
+    return f"{100.0 * float(probability):.1f} %"
+
+
+def _point_name(operating_point: str) -> str:
+    return operating_point.replace("_", " ") if operating_point else "not stated"
+
+
+def _timestamp(moment: datetime) -> str:
+    """``2025-03-01 14:05:09 (UTC+01:00)``."""
+    offset = moment.strftime("%z")
+    zone = f" (UTC{offset[:3]}:{offset[3:5]})" if offset else ""
+    return f"{moment:%Y-%m-%d %H:%M:%S}{zone}"
+
+
+def _dicom_date(value: str) -> str:
+    text = value.strip()
+    if len(text) == 8 and text.isdigit():
+        return f"{text[:4]}-{text[4:6]}-{text[6:]}"
+    return text
+
+
+def _person_name(value: str) -> str:
+    """DICOM PN ``Family^Given^Middle`` → ``Family, Given Middle``."""
+    parts = [part for part in value.split("=")[0].split("^") if part]
+    if len(parts) <= 1:
+        return value
+    return f"{parts[0]}, {' '.join(parts[1:])}"
+
+
+def _number(value: object) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, bool):
+        return _esc(value)
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return "n/a"
+        return f"{value:.3f}" if abs(value) < 10 else f"{value:.1f}"
+    return _esc(value)
+
+
+def _metric_label(name: str) -> str:
+    key = str(name).strip()
+    return _METRIC_NAMES.get(key.lower(), key.replace("_", " ").capitalize())
+
+
+def _text(value: Any, limit: int = 400) -> str:
+    """A JSON value (string, number, list, object) as short readable text."""
+    if isinstance(value, Mapping):
+        if "name" in value:
+            details = "; ".join(f"{key.replace('_', ' ')}: {_text(item, limit)}"
+                                for key, item in value.items() if key != "name")
+            text = f"{value['name']} ({details})" if details else str(value["name"])
+        else:
+            text = "; ".join(f"{key.replace('_', ' ')}: {_text(item, limit)}" for key, item in value.items())
+    elif isinstance(value, (list, tuple)):
+        text = ", ".join(_text(item, limit) for item in value)
+    elif isinstance(value, float):
+        text = f"{value:.4g}"
+    else:
+        text = str(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# ------------------------------------------------------------------------------------- performance tables
+def _ci(spec: Mapping[str, Any]) -> tuple[Any, Any] | None:
+    for key in ("ci95", "ci_95", "ci", "confidence_interval", "ci95_percent"):
+        interval = spec.get(key)
+        if isinstance(interval, Mapping):
+            low = interval.get("low", interval.get("lower"))
+            high = interval.get("high", interval.get("upper"))
+            return (low, high)
+        if isinstance(interval, Sequence) and not isinstance(interval, str) and len(interval) == 2:
+            return (interval[0], interval[1])
+    for low_key, high_key in (("ci95_low", "ci95_high"), ("ci_low", "ci_high"), ("lower", "upper"),
+                              ("low", "high")):
+        if low_key in spec or high_key in spec:
+            return (spec.get(low_key), spec.get(high_key))
+    return None
+
+
+def _metric_row(name: str, spec: Any) -> tuple[str, str, str, str] | None:
+    """(label, value, ci, extra) for one metric entry, or None if it is not a metric."""
+    if isinstance(spec, (int, float)) and not isinstance(spec, bool):
+        return (_metric_label(name), _number(spec), "", "")
+    if not isinstance(spec, Mapping):
+        return None
+    value = next((spec[key] for key in ("value", "estimate", "point", "mean") if key in spec), None)
+    interval = _ci(spec)
+    if value is None and interval is None:
+        return None
+    ci_text = ""
+    if interval is not None and (interval[0] is not None or interval[1] is not None):
+        ci_text = f"{_number(interval[0])} – {_number(interval[1])}"
+    extra = [f"{_esc(key.replace('_', ' '))}: {_number(item)}" for key, item in spec.items()
+             if key not in {"value", "estimate", "point", "mean", "name", "metric", "ci95", "ci_95", "ci",
+                            "confidence_interval", "ci95_low", "ci95_high", "ci_low", "ci_high", "lower",
+                            "upper", "low", "high"} and isinstance(item, (int, float, str))]
+    return (_metric_label(str(spec.get("name", name))), _number(value), ci_text, ", ".join(extra))
+
+
+def _metric_rows(metrics: Any) -> list[tuple[str, str, str, str]]:
+    rows: list[tuple[str, str, str, str]] = []
+    if isinstance(metrics, Mapping):
+        items: Iterable[tuple[str, Any]] = metrics.items()
+    elif isinstance(metrics, Sequence) and not isinstance(metrics, str):
+        items = [(str(item.get("name", item.get("metric", "?"))), item) for item in metrics
+                 if isinstance(item, Mapping)]
+    else:
+        return rows
+    for name, spec in items:
+        row = _metric_row(name, spec)
+        if row is not None:
+            rows.append(row)
+    return rows
+
+
+_Section = tuple[str, list[tuple[str, str]], list[tuple[str, str, str, str]]]
+
+
+def _info_label(key: str) -> str:
+    if key.startswith("n_"):
+        return "Number of " + key[2:].replace("_", " ")
+    return key.replace("_", " ").capitalize()
+
+
+def _is_info(key: str, value: Any) -> bool:
+    return (key in _INFO_KEYS or key.startswith("n_") or isinstance(value, str)
+            or (isinstance(value, Sequence) and not isinstance(value, str)
+                and all(isinstance(item, str) for item in value)))
+
+
+def _section(title: str, block: Mapping[str, Any]) -> tuple[_Section, list[tuple[str, Mapping[str, Any]]]]:
+    """One performance section and the sub-blocks (nested mappings) it holds."""
+    info: list[tuple[str, str]] = []
+    rows: list[tuple[str, str, str, str]] = []
+    children: list[tuple[str, Mapping[str, Any]]] = []
+    for key, value in block.items():
+        if key in _PERFORMANCE_SKIP or key == "metrics":
+            continue
+        if _is_info(key, value):
+            if value not in (None, "", []):
+                info.append((_info_label(key), _esc(_text(value))))
+            continue
+        row = _metric_row(key, value) if value is not None else (_metric_label(key), "n/a", "", "")
+        if row is not None:
+            if "metrics" not in block:
+                rows.append(row)
+        elif isinstance(value, Mapping):
+            children.append((key, value))
+    if "metrics" in block:
+        rows = _metric_rows(block["metrics"])
+    return (title, info, rows), children
+
+
+def _performance_sections(performance: Any, used_point: str = "") -> list[_Section]:
+    """Split a card's ``performance`` block into (title, info lines, metric rows) sections.
+
+    Understands the block written by ``asdesk evaluate`` (``dataset``, ``protocol``, ``n_patients``,
+    ``metrics: {name: {"value", "ci95": [low, high]}}``, ``detail.at_operating_points``, ``study_level``)
+    and is lenient with other shapes: metrics as a list of ``{"name", "value", "ci95"}``, metrics at the top
+    level, bounds as ``ci95_low``/``ci95_high``, nested levels such as ``{"slice": {...}, "study": {...}}``.
+    Patient-level lists (``studies``) and bootstrap bookkeeping are not printed.
+    """
+    if not isinstance(performance, Mapping) or not performance:
+        return []
+    sections: list[_Section] = []
+    top, children = _section("", performance)
+    if top[1] or top[2]:
+        sections.append(top)
+    for key, child in children:
+        section, _ = _section(key.replace("_", " ").capitalize(), child)
+        if section[1] or section[2]:
+            sections.append(section)
+    detail = performance.get("detail")
+    points = detail.get("at_operating_points") if isinstance(detail, Mapping) else None
+    if (used_point and isinstance(points, Mapping) and isinstance(points.get(used_point), Mapping)
+            and used_point != performance.get("operating_point")):
+        point = points[used_point]
+        rows = [row for key, value in point.items() if key not in ("threshold", "confusion_matrix")
+                for row in [_metric_row(key, value)] if row is not None]
+        info = [("Threshold", _esc(_text(point["threshold"])))] if "threshold" in point else []
+        sections.append((f"At the operating point used in this report ({_point_name(used_point)})", info,
+                         rows))
+    return sections
+
+
+# ------------------------------------------------------------------------------------------------ the HTML
+class _Builder:
+    """Builds the report HTML; lengths are given in mm and converted to the HTML's pixel unit.
+
+    ``QTextDocument`` treats HTML/CSS pixel lengths (image sizes, cell padding, margins) as pixels at the
+    *screen's* logical DPI and scales them to the paint device; ``html_pixels_per_mm`` is measured for the
+    actual device (see :func:`_html_pixels_per_device_pixel`), so the printed sizes are exact.
+    """
+
+    def __init__(self, html_pixels_per_mm: float, body_width_mm: float) -> None:
+        self.html_pixels_per_mm = html_pixels_per_mm
+        self.body_width_mm = body_width_mm
+        self.parts: list[str] = []
+
+    def px(self, millimetres: float) -> int:
+        return max(1, round(millimetres * self.html_pixels_per_mm))
+
+    def add(self, text: str) -> None:
+        self.parts.append(text)
+
+    def heading(self, text: str, new_page: bool = False) -> None:
+        style = ' style="page-break-before: always;"' if new_page else ""
+        self.add(f"<h2{style}>{_esc(text)}</h2>")
+
+    def key_values(self, pairs: Sequence[tuple[str, str]], wide: Iterable[str] = (),
+                   mono: Iterable[str] = ()) -> None:
+        """A label/value grid, two pairs per row; labels in ``wide`` get a row of their own.
+
+        Values are HTML (already escaped); labels are plain text.
+        """
+        wide, mono = set(wide), set(mono)
+        self.add(f'<table width="100%" cellspacing="0" cellpadding="{self.px(0.5)}">')
+        row: list[str] = []
+
+        def flush() -> None:
+            if row:
+                row.extend(['<td></td><td></td>'] * (2 - len(row)))
+                self.add("<tr>" + "".join(row) + "</tr>")
+                row.clear()
+
+        for label, value in pairs:
+            value_html = value or "–"
+            if label in mono:
+                value_html = f'<span class="mono">{value_html}</span>'
+            cell = f'<td width="19%" class="label">{_esc(label)}</td>'
+            if label in wide:
+                flush()
+                self.add(f'<tr>{cell}<td colspan="3" class="value">{value_html}</td></tr>')
+            else:
+                row.append(f'{cell}<td width="31%" class="value">{value_html}</td>')
+                if len(row) == 2:
+                    flush()
+        flush()
+        self.add("</table>")
+
+    def grid(self, header: Sequence[str], rows: Sequence[Sequence[str]], widths: Sequence[int],
+             highlight: int | None = None, align_right: Iterable[int] = ()) -> None:
+        """A ruled table; cells are HTML already escaped; ``widths`` in percent."""
+        align_right = set(align_right)
+        pad = self.px(0.6)
+        self.add(f'<table class="grid" width="100%" cellspacing="0" cellpadding="{pad}" '
+                 f'border="{self.px(0.15)}">')
+        self.add("<thead><tr>" + "".join(
+            f'<th width="{width}%" align="{"right" if index in align_right else "left"}">{_esc(text)}</th>'
+            for index, (text, width) in enumerate(zip(header, widths, strict=True))) + "</tr></thead>")
+        for row_index, row in enumerate(rows):
+            style = ' class="hl"' if row_index == highlight else ""
+            self.add(f"<tr{style}>" + "".join(
+                f'<td align="{"right" if index in align_right else "left"}">{cell}</td>'
+                for index, cell in enumerate(row)) + "</tr>")
+        self.add("</table>")
+
+    def html(self) -> str:
+        return "\n".join(self.parts)
+
+
+def _style(builder: _Builder) -> str:
+    px = builder.px
+    return f"""
+body {{ font-size: 9.5pt; color: #1a1a1a; }}
+h1 {{ font-size: 17pt; font-weight: 600; color: #10304f; margin-top: 0; margin-bottom: {px(0.8)}px; }}
+h2 {{ font-size: 11pt; font-weight: 600; color: #10304f;
+      margin-top: {px(3.5)}px; margin-bottom: {px(1.0)}px; }}
+h3 {{ font-size: 9.5pt; font-weight: 600; color: #10304f;
+      margin-top: {px(2.5)}px; margin-bottom: {px(0.5)}px; }}
+p {{ margin-top: 0; margin-bottom: {px(1.0)}px; }}
+.sub {{ font-size: 8.5pt; color: #555555; }}
+.ruo {{ color: #9a1b1b; font-weight: 600; }}
+.label {{ color: #555555; font-size: 8.5pt; }}
+.value {{ font-size: 9.5pt; }}
+.mono {{ font-family: "DejaVu Sans Mono", "Consolas", "Courier New", monospace; font-size: 8pt; }}
+.caption {{ font-size: 8pt; color: #444444; }}
+.small {{ font-size: 8pt; color: #444444; }}
+table.grid {{ border-collapse: collapse; border-color: #9aa7b4; border-style: solid; font-size: 8.5pt; }}
+table.grid th {{ background-color: #e6ecf2; font-weight: 600; }}
+tr.hl td {{ background-color: #fff3cd; font-weight: 600; }}
+.finding-pos {{ font-size: 14pt; font-weight: 700; color: #9a1b1b; }}
+.finding-neg {{ font-size: 14pt; font-weight: 700; color: #1d5e2a; }}
+.resultbox {{ background-color: #f1f5f9; }}
+"""
+
+
+def _finding_html(finding: str, positive: bool) -> str:
+    return f'<span class="{"finding-pos" if positive else "finding-neg"}">{_esc(finding)}</span>'
+
+
+def _image_cells(builder: _Builder, analysis: AnalysisResult, document: QTextDocument,
+                 keep: list[QImage]) -> str:
+    """Two table cells: the image and its Grad-CAM overlay, registered as document resources."""
+    display = np.asarray(analysis.record.display)
+    gray = display_to_gray_uint8(display)
+    height, width = gray.shape
+    column_mm = (builder.body_width_mm - 6.0) / 2.0
+    scale = min(column_mm / width, _IMAGE_MAX_HEIGHT_MM / height)
+    shown_w, shown_h = builder.px(width * scale), builder.px(height * scale)
+
+    def register(name: str, array: np.ndarray) -> str:
+        image = fit_qimage(array_to_qimage(array), _IMAGE_MAX_SIDE_PX)
+        keep.append(image)
+        url = f"asdesk-report://{name}.png"
+        document.addResource(QTextDocument.ResourceType.ImageResource, QUrl(url), image)
+        return f'<img src="{url}" width="{shown_w}" height="{shown_h}">'
+
+    image_html = register("image", gray)
+    if analysis.overlay is not None:
+        overlay_html = register("overlay", blend_overlay(display, analysis.overlay))
+        overlay_caption = "Grad-CAM overlay: warm colours mark the regions that most raised the score"
+    else:
+        overlay_html = '<p class="small"><i>Grad-CAM not available for this result.</i></p>'
+        overlay_caption = ""
+    return (f'<td width="50%" align="center" valign="top">{image_html}'
+            f'<p class="caption" align="center">Image as displayed (default window)</p></td>'
+            f'<td width="50%" align="center" valign="top">{overlay_html}'
+            f'<p class="caption" align="center">{overlay_caption}</p></td>')
+
+
+def _patient_pairs(analysis: AnalysisResult, series: bool) -> list[tuple[str, str]]:
+    meta = analysis.record.metadata
+    source = Path(meta.source)
+    source_text = f"{source.parent.name}/ ({source.name} shown)" if series else source.name
+    if meta.frame_index is not None:
+        source_text += f", frame {meta.frame_index + 1}"
+    return [
+        ("Patient name", _esc(_person_name(meta.patient_name))),
+        ("Patient ID", _esc(meta.patient_id)),
+        ("Study date", _esc(_dicom_date(meta.study_date))),
+        ("Modality", _esc(meta.modality or meta.format)),
+        ("Body part", _esc(meta.body_part)),
+        ("Series", _esc(meta.series_description or meta.study_description)),
+        ("Source file", _esc(source_text)),
+        ("Image size", f"{analysis.record.shape[1]} × {analysis.record.shape[0]} px"
+         + _spacing_text(meta.pixel_spacing_mm)),
+    ]
+
+
+def _spacing_text(spacing: tuple[float, float] | None) -> str:
+    if not spacing:
+        return ""
+    rows, columns = spacing
+    if math.isclose(rows, columns, rel_tol=1e-3):
+        return f", {columns:.3g} mm/px"
+    return f", {columns:.3g} × {rows:.3g} mm/px"
+
+
+def _slice_label(analysis: AnalysisResult) -> str:
+    meta = analysis.record.metadata
+    parts = []
+    if meta.instance_number is not None:
+        parts.append(f"instance {meta.instance_number}")
+    if meta.slice_position_mm is not None:
+        parts.append(f"position {meta.slice_position_mm:.1f} mm")
+    return ", ".join(parts) or Path(meta.source).name
+
+
+def _build_html(result: AnalysisResult | SeriesResult, card: Mapping[str, Any], operating_point_note: str,
+                builder: _Builder, document: QTextDocument, keep: list[QImage], now: datetime) -> str:
+    series = isinstance(result, SeriesResult)
+    if series:
+        if not result.slices:
+            raise ValueError("the SeriesResult has no slices; nothing to report")
+        top_index = int(np.argmax([s.prediction.probability for s in result.slices]))
+        shown = result.slices[top_index]
+    else:
+        top_index = -1
+        shown = result
+    model = shown.model
+    labels = card.get("labels") if isinstance(card.get("labels"), Mapping) else {}
+    positive_label = str(labels.get("positive", model.positive_label))
+    px = builder.px
+    b = builder
+    b.add(f"<html><head><style>{_style(builder)}</style></head><body>")
+    b.add("<h1>asdesk analysis report</h1>")
+    b.add(f'<p class="sub"><span class="ruo">Research use only; not a medical device.</span> '
+          f"Generated {_timestamp(now)} by asdesk {_esc(asdesk.__version__)}.</p>")
+
+    # --- result box
+    prediction = shown.prediction
+    box: list[str] = []
+    if series:
+        study = result.study_prediction
+        box.append(f'<p><span class="label">Study-level finding</span><br>'
+                   f'{_finding_html(study.finding, study.positive)}</p>')
+        box.append(f"<p>Study score <b>{_percent(result.study_probability)}</b> for “{_esc(positive_label)}” "
+                   f"(threshold {_percent(study.threshold)}, operating point "
+                   f"<b>{_esc(_point_name(study.operating_point))}</b>).</p>")
+        box.append(f'<p class="small">Study rule: {_esc(result.study_rule or "not stated")}. '
+                   f"{len(result.slices)} slices analysed; highest slice probability "
+                   f"{_percent(prediction.probability)} ({_esc(_slice_label(shown))}), finding on that "
+                   f"slice: {_esc(prediction.finding)}.</p>")
+    else:
+        box.append(f'<p><span class="label">Finding</span><br>'
+                   f'{_finding_html(prediction.finding, prediction.positive)}</p>')
+        box.append(f"<p>Probability of “{_esc(positive_label)}”: <b>{_percent(prediction.probability)}</b> "
+                   f"· threshold {_percent(prediction.threshold)} · operating point "
+                   f"<b>{_esc(_point_name(prediction.operating_point))}</b> "
+                   f"(positive when probability ≥ threshold).</p>")
+    if operating_point_note:
+        box.append(f'<p class="small">{_esc(operating_point_note)}</p>')
+    if model.task:
+        box.append(f'<p class="small">Question answered by the model: {_esc(model.task)}.</p>')
+    b.add(f'<table class="resultbox" width="100%" cellspacing="0" cellpadding="{px(2.5)}" '
+          f'border="{px(0.3)}" style="border-collapse: collapse; border-color: #9aa7b4; '
+          'border-style: solid;"><tr><td>'
+          + "".join(box) + "</td></tr></table>")
+
+    # --- patient and study
+    b.heading("Patient and study")
+    meta = shown.record.metadata
+    b.key_values(_patient_pairs(shown, series) + [("Study UID", _esc(meta.study_uid)),
+                                                  ("Series UID", _esc(meta.series_uid))],
+                 wide=("Study UID", "Series UID"), mono=("Study UID", "Series UID"))
+
+    # --- images
+    b.heading("Image and Grad-CAM")
+    b.add(f'<table width="100%" cellspacing="0" cellpadding="{px(1)}"><tr>'
+          + _image_cells(builder, shown, document, keep) + "</tr></table>")
+    shown_text = _esc(Path(meta.source).name)
+    if series:
+        shown_text = (f"Shown: the slice with the highest probability, {shown_text} "
+                      f"({_esc(_slice_label(shown))})")
+    b.add(f'<p class="caption">{shown_text}: probability {_percent(prediction.probability)}'
+          f" ({_esc(prediction.finding)}). Grad-CAM (Selvaraju et al., 2017) shows where the network's "
+          "evidence for its score lies; it is not a segmentation of disease and can highlight "
+          "irrelevant structures.</p>")
+
+    # --- intended use
+    b.heading("Intended use")
+    card_use = str(card.get("intended_use", "")).strip()
+    if card_use:
+        b.add(f"<p><b>Model card:</b> {_esc(card_use)}</p>")
+    b.add(f'<p><span class="ruo">{_esc(asdesk.INTENDED_USE)}</span></p>')
+    b.add(f'<p class="small">Report generated by asdesk {_esc(asdesk.__version__)} on '
+          f"{_timestamp(now)}.</p>")
+
+    # --- per-slice table
+    if series:
+        b.heading("Per-slice probabilities", new_page=True)
+        rows = []
+        for index, item in enumerate(result.slices):
+            item_meta = item.record.metadata
+            rows.append([
+                str(index + 1),
+                _esc(item_meta.instance_number if item_meta.instance_number is not None else "–"),
+                (f"{item_meta.slice_position_mm:.1f}" if item_meta.slice_position_mm is not None else "–"),
+                _esc(Path(item_meta.source).name + (f" [frame {item_meta.frame_index + 1}]"
+                                                    if item_meta.frame_index is not None else "")),
+                _percent(item.prediction.probability),
+                _esc(item.prediction.finding),
+            ])
+        b.grid(["#", "Instance", "Position (mm)", "File", "Probability", "Finding"], rows,
+               widths=[6, 11, 15, 34, 14, 20], highlight=top_index, align_right=(0, 1, 2, 4))
+        b.add(f'<p class="caption">Highlighted: the slice shown above. Slice findings use the threshold '
+              f"{_percent(prediction.threshold)} ({_esc(_point_name(prediction.operating_point))}).</p>")
+        if result.errors:
+            b.add('<p class="small"><b>Not analysed:</b><br>'
+                  + "<br>".join(_esc(error) for error in result.errors) + "</p>")
+
+    # --- model
+    b.heading("Model", new_page=not series)
+    sha = model.sha256 or str(card.get("sha256", ""))
+    pairs = [("Model pack", _esc(model.pack_id)), ("Version", _esc(model.version)),
+             ("Architecture", _esc(card.get("architecture", "–"))),
+             ("Card date", _esc(card.get("date", "–"))),
+             ("Modalities", _esc(_text(card.get("modalities", "–")))),
+             ("Body parts", _esc(_text(card.get("body_parts", "–")))),
+             ("SHA-256 (short)", _esc(sha[:12])), ("Grad-CAM layer", _esc(card.get("gradcam_layer", "–"))),
+             ("Task", _esc(model.task or card.get("task", "–"))), ("SHA-256 (full)", _esc(sha))]
+    b.key_values(pairs, wide=("Task", "SHA-256 (full)"), mono=("SHA-256 (short)", "SHA-256 (full)"))
+    points = card.get("operating_points")
+    if isinstance(points, Mapping):
+        rows = []
+        for name, point in points.items():
+            if not isinstance(point, Mapping) or "threshold" not in point:
+                continue
+            used = " (used)" if name == prediction.operating_point else ""
+            rows.append([_esc(_point_name(name)) + used, _number(point.get("threshold")),
+                         _number(point.get("sensitivity")) if point.get("sensitivity") is not None else "–",
+                         _number(point.get("specificity")) if point.get("specificity") is not None else "–"])
+        if rows:
+            b.add(f'<p class="small" style="margin-top: {px(2)}px;">Operating points (chosen on validation '
+                  "data):</p>")
+            b.grid(["Operating point", "Threshold", "Sensitivity", "Specificity"], rows,
+                   widths=[40, 20, 20, 20], align_right=(1, 2, 3))
+
+    # --- measured performance
+    b.heading("Measured performance")
+    sections = _performance_sections(card.get("performance"), prediction.operating_point)
+    if not sections:
+        b.add('<p class="small"><i>The model card states no measured performance.</i></p>')
+    for title, info, rows in sections:
+        if title:
+            b.add(f"<h3>{_esc(title)}</h3>")
+        if info:
+            b.key_values(info, wide=[label for label, _ in info])
+        if rows and any(row[3] for row in rows):
+            b.grid(["Metric", "Value", "95% CI", "Details"], [list(row) for row in rows],
+                   widths=[30, 14, 22, 34], align_right=(1, 2))
+        elif rows:
+            b.grid(["Metric", "Value", "95% confidence interval"], [list(row[:3]) for row in rows],
+                   widths=[44, 20, 36], align_right=(1, 2))
+    if sections:
+        b.add('<p class="caption">As measured on held-out patients and stated in the model card; '
+              "performance on other scanners, protocols or populations may differ.</p>")
+    training = card.get("training_data")
+    if training:
+        b.heading("Training data")
+        if isinstance(training, Mapping):
+            info = [(str(key).replace("_", " ").capitalize(), _esc(_text(value)))
+                    for key, value in training.items()]
+            b.key_values(info, wide=[label for label, _ in info])
+        else:
+            b.add(f'<p class="small">{_esc(_text(training, 1200))}</p>')
+
+    b.add("</body></html>")
+    return b.html()
+
+
+# --------------------------------------------------------------------------------------------- the writer
+def _prepare_target(path: Path) -> Path:
+    if path.is_dir():
+        raise ReportWriteError(path, "is a folder; give a file name ending in .pdf")
+    if not path.parent.is_dir():
+        raise ReportWriteError(path, f"the folder {path.parent} does not exist; create it or choose "
+                                     "another location")
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(temporary, "wb"):
+            pass
+    except OSError as error:
+        raise ReportWriteError(path, f"cannot write in {path.parent} ({error.strerror or error}); "
+                                     "choose a folder you can write to") from error
+    return temporary
+
+
+def write_pdf_report(path: str | Path, result: AnalysisResult | SeriesResult, card: Mapping[str, Any],
+                     operating_point_note: str = "") -> Path:
+    """Write the analysis report of one image or one series as an A4 PDF.
+
+    Contents: title; patient and study data; the image (``record.display`` as grayscale) beside the
+    Grad-CAM overlay (``result.overlay`` alpha-blended on it) with a caption; the finding with its
+    probability, threshold and operating point; the model pack id, version, SHA-256 and task; the
+    operating points and measured performance (metrics with 95% CI and the data they were measured on,
+    from ``card["performance"]``); the training data; the intended use (the card's and
+    :data:`asdesk.INTENDED_USE`); asdesk version and report date. For a :class:`SeriesResult`, also the
+    study-level result and rule and a table of per-slice probabilities, and the image shown is the slice
+    with the highest probability. Every page has a footer naming the model and its hash.
+
+    The file is written to a temporary file in the same folder and then renamed, so an existing report
+    is never left half-written.
+
+    Parameters
+    ----------
+    path : str or Path
+        Destination ``.pdf`` file; its folder must exist.
+    result : AnalysisResult or SeriesResult
+        ``record.display``: float (H, W) or (H, W, 3) in [0, 1]; ``overlay``: uint8 (H, W, 4) RGBA or
+        ``None``.
+    card : mapping
+        The model card as its raw JSON dict (``card.json``). Missing keys are tolerated.
+    operating_point_note : str
+        Optional sentence printed under the finding (e.g. why this operating point was chosen).
+
+    Returns
+    -------
+    Path
+        ``path``.
+
+    Raises
+    ------
+    asdesk.report.ReportWriteError
+        (an ``OSError`` and ``AsdeskError``) if the folder does not exist or is not writable, ``path`` is a
+        folder, or the PDF cannot be produced or replaced (e.g. open in a viewer on Windows).
+    ValueError
+        If a SeriesResult has no slices or an overlay does not match its image's size.
+    """
+    path = Path(path)
+    ensure_gui_application()
+    temporary = _prepare_target(path)
+    try:
+        _render(temporary, result, card, operating_point_note)
+        os.replace(temporary, path)
+    except OSError as error:
+        raise ReportWriteError(path, f"cannot write the PDF ({error.strerror or error}); if the file is "
+                                     "open in a PDF viewer, close it and try again") from error
+    finally:
+        if temporary.exists():
+            temporary.unlink()
+    return path
+
+
+def _html_pixels_per_device_pixel(device: QPdfWriter) -> float:
+    """Measure how many device pixels one HTML pixel becomes when a QTextDocument lays out on ``device``."""
+    probe = QTextDocument()
+    probe.documentLayout().setPaintDevice(device)
+    probe.setDocumentMargin(0)
+    image = QImage(4, 4, QImage.Format.Format_Grayscale8)
+    image.fill(0)
+    probe.addResource(QTextDocument.ResourceType.ImageResource, QUrl("asdesk-probe://image"), image)
+    probe.setHtml('<img src="asdesk-probe://image" width="1000" height="10">')
+    width = probe.documentLayout().documentSize().width()
+    return width / 1000.0 if width > 0 else 1.0
+
+
+def _render(target: Path, result: AnalysisResult | SeriesResult, card: Mapping[str, Any],
+            operating_point_note: str) -> None:
+    writer = QPdfWriter(str(target))
+    writer.setResolution(RESOLUTION_DPI)
+    writer.setPageSize(QPageSize(QPageSize.PageSizeId.A4))
+    writer.setPageMargins(QMarginsF(0, 0, 0, 0), QPageLayout.Unit.Millimeter)
+    writer.setTitle("asdesk analysis report")
+    writer.setCreator(f"asdesk {asdesk.__version__}")
+    dpi = float(writer.resolution())
+
+    def px(millimetres: float) -> float:
+        return millimetres / 25.4 * dpi
+
+    page_width, page_height = float(writer.width()), float(writer.height())
+    left, top = px(_MARGIN_LEFT_MM), px(_MARGIN_TOP_MM)
+    body_width = page_width - left - px(_MARGIN_RIGHT_MM)
+    body_height = page_height - top - px(_MARGIN_BOTTOM_MM)
+
+    document = QTextDocument()
+    document.documentLayout().setPaintDevice(writer)  # points → device pixels at 300 dpi
+    font = QFont()
+    font.setFamilies(["DejaVu Sans", "Segoe UI", "Helvetica Neue", "Arial", "Sans Serif"])
+    font.setStyleHint(QFont.StyleHint.SansSerif)
+    font.setPointSizeF(9.5)
+    # No "fi"/"fl" ligatures, so that text copied or extracted from the PDF is what was written.
+    font.setFeature(QFont.Tag("liga"), 0)
+    document.setDefaultFont(font)
+    document.setDocumentMargin(0)
+    keep: list[QImage] = []  # the images stay referenced until the PDF is written
+    now = datetime.now().astimezone()
+    ratio = _html_pixels_per_device_pixel(writer)
+    builder = _Builder(dpi / 25.4 / ratio, body_width / dpi * 25.4)
+    document.setHtml(_build_html(result, card, operating_point_note, builder, document, keep, now))
+    document.setPageSize(QSizeF(body_width, body_height))
+    page_count = document.pageCount()
+
+    shown = result.slices[0] if isinstance(result, SeriesResult) else result
+    model = shown.model
+    footer_left = (f"asdesk {asdesk.__version__} · model {model.pack_id} v{model.version} · "
+                   f"SHA-256 {model.sha256[:12]} · research use only; not a medical device")
+    footer_font = QFont(font)
+    footer_font.setPointSizeF(7.5)
+
+    painter = QPainter()
+    if not painter.begin(writer):
+        raise OSError("Qt could not start writing the PDF; check that the folder is writable and the disk "
+                      "is not full")
+    try:
+        for page in range(page_count):
+            if page:
+                writer.newPage()
+            painter.save()
+            painter.translate(left, top - page * body_height)
+            document.drawContents(painter, QRectF(0, page * body_height, body_width, body_height))
+            painter.restore()
+            rule_y = page_height - px(_MARGIN_BOTTOM_MM) + px(5)
+            painter.setPen(QPen(QColor("#9aa7b4"), px(0.2)))
+            painter.drawLine(int(left), int(rule_y), int(left + body_width), int(rule_y))
+            painter.setPen(QColor("#555555"))
+            painter.setFont(footer_font)
+            text_rect = QRectF(left, rule_y + px(1), body_width, px(6))
+            painter.drawText(text_rect, int(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop),
+                             footer_left)
+            painter.drawText(text_rect, int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignTop),
+                             f"page {page + 1} of {page_count}")
+    finally:
+        painter.end()
