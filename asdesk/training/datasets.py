@@ -165,7 +165,8 @@ def load_sij_stir_dataset(root: str | Path, min_readers: int = 2,
     Parameters
     ----------
     root : str or Path
-        Folder holding ``stir/**/<id>_STIR.nii.gz`` and ``inflammation_masks/<reader>/<id>_inflammation_<reader>.nii.gz``.
+        Folder holding ``stir/**/<id>_STIR.nii.gz`` and
+        ``inflammation_masks/<reader>/<id>_inflammation_<reader>.nii.gz``.
     min_readers : int
         Readers that must agree on a slice.
     include_unlabelled : bool
