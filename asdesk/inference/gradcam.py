@@ -1,0 +1,243 @@
+"""Grad-CAM heat maps for binary (sigmoid) Keras classifiers.
+
+Selvaraju R. R., Cogswell M., Das A., Vedantam R., Parikh D., Batra D., "Grad-CAM: Visual Explanations from
+Deep Networks via Gradient-based Localization", ICCV 2017 (arXiv:1610.02391).
+
+For a class score :math:`y` and the feature maps :math:`A^k` of a convolutional layer, Grad-CAM weighs
+each channel by the global average of the score's gradient,
+:math:`\\alpha_k = \\frac{1}{Z} \\sum_{i,j} \\partial y / \\partial A^k_{ij}`, and keeps the positive part of
+the weighted sum, :math:`L = \\mathrm{ReLU}(\\sum_k \\alpha_k A^k)`: the regions whose features raise
+the score.
+
+Which score
+-----------
+asdesk models have one sigmoid output, the probability of the positive finding. The score explained is
+the **logit of the positive class** (the input of the final sigmoid), as the paper uses the class score
+before the softmax. Its gradient differs from the probability's only by the positive factor
+:math:`\\sigma'(z)`, which the per-map normalisation removes, so the map is the same, except that the
+probability's gradient underflows to zero for confident predictions (:math:`p` of 0 or 1 in float32) while
+the logit's does not. When the model's last layer is not a one-unit sigmoid ``Dense`` (so the logit is not
+available) the probability itself is used.
+
+The map always explains the *positive* score. For a negative finding it still shows where the model found
+the evidence it weighed for the positive finding (the evidence that was not enough); it is not a map of
+"evidence for normal".
+
+Grad-CAM needs a flat functional graph: the layer must be a top-level layer of the model, not inside a
+nested sub-model (DESIGN.md).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import cv2
+import numpy as np
+
+
+def _layer_names(model: Any) -> list[str]:  # noqa: ANN401
+    return [layer.name for layer in getattr(model, "layers", [])]
+
+
+def _nested_owner(model: Any, layer_name: str) -> str | None:  # noqa: ANN401
+    """Name of the nested sub-model (at any depth) that holds ``layer_name``, or None."""
+    for layer in getattr(model, "layers", []):
+        if hasattr(layer, "layers"):
+            if layer_name in _layer_names(layer) or _nested_owner(layer, layer_name) is not None:
+                return str(layer.name)
+    return None
+
+
+def _find_layer(model: Any, layer_name: str) -> Any:  # noqa: ANN401
+    if layer_name in _layer_names(model):
+        return model.get_layer(layer_name)
+    owner = _nested_owner(model, layer_name)
+    if owner is not None:
+        raise ValueError(
+            f"Grad-CAM layer {layer_name!r} is inside the nested sub-model {owner!r} of model "
+            f"{model.name!r}; "
+            "Grad-CAM needs the layer in the model's own graph (Keras 3 cannot connect a nested model's "
+            "inner tensors to the outer inputs): rebuild the pack as a flat graph, e.g. with "
+            "asdesk.training.model.build_classifier (backbone built with input_tensor=)")
+    spatial = [layer.name for layer in model.layers
+               if len(getattr(getattr(layer, "output", None), "shape", ())) == 4][-5:]
+    raise ValueError(f"model {model.name!r} has no layer {layer_name!r}; its last layers with a spatial "
+                     f"(N, h, w, C) output are {spatial}; set the card's gradcam_layer to one of them "
+                     "(usually the last convolutional block, see asdesk.training.model.GRADCAM_LAYERS)")
+
+
+def _sigmoid_head(model: Any) -> tuple[Any, Any] | None:  # noqa: ANN401
+    """(output Dense layer, its input tensor) when the model ends in a one-unit sigmoid Dense, else None."""
+    import keras
+
+    if not model.layers:
+        return None
+    last = model.layers[-1]
+    try:
+        if not (isinstance(last, keras.layers.Dense) and last.units == 1
+                and last.activation is keras.activations.sigmoid and last.output is model.outputs[0]):
+            return None
+        return last, last.input
+    except (AttributeError, ValueError):  # layer used more than once, or not connected
+        return None
+
+
+class GradCam:
+    """Grad-CAM of the positive-class score of a binary Keras classifier (Selvaraju et al., ICCV 2017).
+
+    The gradient model ``keras.Model(model.inputs, [layer.output, model.output])`` and its
+    ``tf.function`` are built once, here; each call is one forward and one backward pass for the whole
+    batch. Use one instance from one thread.
+
+    Parameters
+    ----------
+    model : keras.Model
+        A flat functional model with one image input (N, h, w, 3) and one sigmoid output (N, 1), the
+        probability of the positive class.
+    layer_name : str
+        A top-level layer with a spatial output (N, h', w', C), normally the last convolutional block
+        (the card's ``gradcam_layer``).
+
+    Raises
+    ------
+    ValueError
+        The layer does not exist, is inside a nested sub-model ("rebuild the pack as a flat graph"), or the
+        model has not one input and one single-unit output.
+    """
+
+    def __init__(self, model: Any, layer_name: str) -> None:  # noqa: ANN401
+        import keras
+        import tensorflow as tf
+
+        self.model = model
+        self.layer_name = layer_name
+        if len(model.inputs) != 1 or len(model.outputs) != 1:
+            raise ValueError(f"Grad-CAM needs a model with one input and one output; {model.name!r} has "
+                             f"{len(model.inputs)} inputs and {len(model.outputs)} outputs")
+        if int(model.outputs[0].shape[-1]) != 1:
+            raise ValueError(f"Grad-CAM here explains a single sigmoid output (N, 1); model {model.name!r} "
+                             f"outputs {tuple(model.outputs[0].shape)}")
+        layer = _find_layer(model, layer_name)
+        if len(layer.output.shape) != 4:
+            raise ValueError(f"Grad-CAM layer {layer_name!r} outputs shape {tuple(layer.output.shape)}; "
+                             "it needs a spatial feature map (N, h, w, C): choose a convolutional layer")
+        head = _sigmoid_head(model)
+        outputs = [layer.output, model.outputs[0]] + ([head[1]] if head is not None else [])
+        try:
+            self._gradient_model = keras.Model(model.inputs[0], outputs, name=f"{model.name}_gradcam")
+        except ValueError as error:
+            raise ValueError(f"cannot connect layer {layer_name!r} to the inputs of model {model.name!r} "
+                             f"({error}); rebuild the pack as a flat graph") from error
+        self._head = head[0] if head is not None else None
+        #: ``"logit"`` or ``"probability"``: the score whose gradient is used (see the module docstring).
+        self.score = "logit" if head is not None else "probability"
+        self.input_shape: tuple[int | None, ...] = tuple(model.inputs[0].shape[1:])
+        self._function = tf.function(self._maps, reduce_retracing=True)
+
+    def _maps(self, images: Any) -> tuple[Any, Any]:  # noqa: ANN401
+        import tensorflow as tf
+
+        with tf.GradientTape() as tape:
+            outputs = self._gradient_model(images, training=False)
+            features, probabilities = outputs[0], outputs[1]
+            if self._head is not None:
+                pooled = tf.cast(outputs[2], tf.float32)
+                kernel = tf.cast(tf.convert_to_tensor(self._head.kernel), tf.float32)
+                score = tf.matmul(pooled, kernel)[:, 0]
+                if self._head.use_bias:
+                    score = score + tf.cast(tf.convert_to_tensor(self._head.bias), tf.float32)[0]
+            else:
+                score = tf.cast(probabilities, tf.float32)[:, 0]
+        gradients = tf.cast(tape.gradient(score, features), tf.float32)
+        features = tf.cast(features, tf.float32)
+        weights = tf.reduce_mean(gradients, axis=(1, 2), keepdims=True)  # alpha_k, (N, 1, 1, C)
+        cam = tf.nn.relu(tf.reduce_sum(weights * features, axis=-1))  # (N, h', w')
+        return tf.cast(tf.reshape(probabilities, (-1,)), tf.float32), cam
+
+    def raw(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Probabilities and the un-normalised maps at the layer's resolution.
+
+        Parameters
+        ----------
+        batch : numpy.ndarray
+            float32 (N, h, w, 3), the model's normalised input.
+
+        Returns
+        -------
+        probabilities : numpy.ndarray
+            float32 (N,).
+        maps : numpy.ndarray
+            float32 (N, h', w') >= 0, at the Grad-CAM layer's resolution.
+        """
+        import tensorflow as tf
+
+        images = self._check(batch)
+        probabilities, cams = self._function(tf.convert_to_tensor(images, dtype=tf.float32))
+        return probabilities.numpy().astype(np.float32), cams.numpy().astype(np.float32)
+
+    def __call__(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Classify a batch and compute its Grad-CAM maps in one pass.
+
+        Parameters
+        ----------
+        batch : numpy.ndarray
+            float32 (N, h, w, 3): the model's input, already normalised for the backbone
+            (:attr:`asdesk.preprocess.ModelInput.tensor` stacked).
+
+        Returns
+        -------
+        probabilities : numpy.ndarray
+            float32 (N,): the model's output, the probability of the positive class (identical to
+            ``model(batch, training=False)``).
+        maps : numpy.ndarray
+            float32 (N, h, w) in [0, 1], at the model input size (bilinear upsampling of the layer's map),
+            each divided by its maximum so the strongest evidence is 1. A map with no positive evidence
+            stays all zero (never NaN).
+
+        Raises
+        ------
+        ValueError
+            ``batch`` is not (N, h, w, 3) at the model's input size.
+        """
+        images = self._check(batch)
+        if images.shape[0] == 0:
+            return np.zeros((0,), np.float32), np.zeros((0, *images.shape[1:3]), np.float32)
+        probabilities, cams = self.raw(images)
+        return probabilities, upsample_and_normalise(cams, (images.shape[1], images.shape[2]))
+
+    def _check(self, batch: np.ndarray) -> np.ndarray:
+        images = np.asarray(batch, dtype=np.float32)
+        expected = self.input_shape
+        if images.ndim != 4 or any(e is not None and int(e) != s
+                                   for e, s in zip(expected, images.shape[1:], strict=False)):
+            raise ValueError(f"Grad-CAM input must be a batch (N, h, w, 3) matching the model input "
+                             f"{('N', *expected)}; got shape {images.shape}")
+        return images
+
+
+def upsample_and_normalise(cams: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize Grad-CAM maps to ``size`` and scale each to a maximum of 1.
+
+    Parameters
+    ----------
+    cams : numpy.ndarray
+        float (N, h', w') >= 0.
+    size : tuple of int
+        (h, w) in pixels.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 (N, h, w) in [0, 1]; bilinear interpolation (pixel centres aligned, OpenCV
+        ``INTER_LINEAR``); maps whose maximum is 0 (or not finite) are all zero.
+    """
+    height, width = int(size[0]), int(size[1])
+    out = np.zeros((cams.shape[0], height, width), dtype=np.float32)
+    for index, cam in enumerate(cams):
+        cam = np.nan_to_num(cam.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+        resized = cv2.resize(cam, (width, height), interpolation=cv2.INTER_LINEAR)
+        resized = np.maximum(resized, 0.0)
+        peak = float(resized.max()) if resized.size else 0.0
+        if peak > 0.0:
+            out[index] = np.clip(resized / peak, 0.0, 1.0)
+    return out
