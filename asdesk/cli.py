@@ -1,0 +1,740 @@
+"""The ``asdesk`` command: ``analyze``, ``screen``, ``train``, ``evaluate``, ``models``; no subcommand opens
+the window.
+
+This module parses arguments, shows progress with tqdm on stderr and prints results; the work itself is
+done by :mod:`asdesk.tasks` (and :mod:`asdesk.training`), exactly as the window does it. Every
+:class:`~asdesk.core.AsdeskError` ends the command with one line ``asdesk: error: <message>`` on stderr and
+exit status 2, never a traceback (unless ``--debug``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
+
+import asdesk
+from asdesk.core import AnalysisResult, AsdeskError, ModelNotFoundError, ReadError, SeriesResult
+from asdesk.core.settings import OPERATING_POINT_NAMES
+
+if TYPE_CHECKING:
+    from asdesk.tasks import EngineCache
+
+LOGGER = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_INTERNAL = 1
+EXIT_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+SAMPLE_MODEL_ID = "knee-xray-oa"
+"""The pack the bundled sample (a knee radiograph) is analysed with when it is installed."""
+_SAMPLE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".dcm")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# progress
+class TqdmProgress:
+    """A :class:`~asdesk.core.ProgressSink` drawing a tqdm progress bar on stderr.
+
+    Parameters
+    ----------
+    enabled : bool
+        False draws nothing (``--quiet``).
+    unit : str
+        Unit shown after the counts, e.g. ``"img"``.
+    stream : file, optional
+        Default ``sys.stderr``.
+    """
+
+    def __init__(self, enabled: bool = True, unit: str = "img", stream: TextIO | None = None) -> None:
+        self.enabled = enabled
+        self.unit = unit
+        self.stream = stream
+        self._bar: Any = None
+
+    def start(self, total: int | None, label: str = "") -> None:
+        """Open a new bar (closing a previous one)."""
+        self.finish()
+        if not self.enabled:
+            return
+        from tqdm import tqdm
+
+        self._bar = tqdm(
+            total=total,
+            desc=label,
+            unit=self.unit,
+            file=self.stream or sys.stderr,
+            dynamic_ncols=True,
+            leave=False,
+            mininterval=0.25,
+        )
+
+    def advance(self, n: int = 1, message: str = "") -> None:
+        """Move the bar by ``n``; ``message`` (a file name) is shown after it."""
+        if self._bar is None:
+            return
+        if message:
+            self._bar.set_postfix_str(message[-40:], refresh=False)
+        self._bar.update(n)
+
+    def finish(self) -> None:
+        """Close the bar."""
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+# ---------------------------------------------------------------------------------------------------------
+# parser
+def build_parser() -> argparse.ArgumentParser:
+    """The ``asdesk`` argument parser with all subcommands.
+
+    Returns
+    -------
+    argparse.ArgumentParser
+    """
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--debug",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="log at DEBUG level and show tracebacks",
+    )
+    common.add_argument("--quiet", "-q", action="store_true", default=argparse.SUPPRESS, help="no progress bars")
+
+    parser = argparse.ArgumentParser(
+        prog="asdesk",
+        description=(
+            "Offline diagnostic workstation for ankylosing spondylitis and related spine and joint "
+            "disease on MRI and X-ray. " + asdesk.INTENDED_USE + " Without a command, opens the "
+            "window."
+        ),
+        parents=[common],
+    )
+    parser.add_argument("--version", action="version", version=f"asdesk {asdesk.__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    analyze = commands.add_parser(
+        "analyze",
+        parents=[common],
+        help="analyse image files or DICOM series folders",
+        description=(
+            "Analyse image files (DICOM with or without extension, PNG, JPEG, TIFF) or folders "
+            "holding one DICOM series, and print the finding, its probability and the operating "
+            "point. Without PATH, analyses the bundled sample radiograph."
+        ),
+    )
+    analyze.add_argument("paths", nargs="*", metavar="PATH", help="image file or DICOM series folder")
+    analyze.add_argument(
+        "--model",
+        metavar="ID",
+        help="model pack id (see 'asdesk models'); default: chosen by the image's modality and body part",
+    )
+    analyze.add_argument(
+        "--operating-point",
+        choices=OPERATING_POINT_NAMES,
+        help="decision threshold to use (default: the model card's)",
+    )
+    analyze.add_argument(
+        "--report",
+        metavar="PDF",
+        type=Path,
+        help="write a PDF report (with several PATHs: one per PATH, numbered)",
+    )
+    analyze.add_argument(
+        "--json", action="store_true", help="print one JSON object per PATH (JSON Lines) instead of text"
+    )
+    analyze.add_argument("--no-gradcam", action="store_true", help="skip the Grad-CAM heat map")
+    analyze.set_defaults(handler=command_analyze)
+
+    screen = commands.add_parser(
+        "screen",
+        parents=[common],
+        help="screen a folder into a CSV (resumable)",
+        description=(
+            "Analyse every image under FOLDER (DICOM series and image files) and append one CSV row "
+            "per image as it goes. Run the same command again to resume an interrupted run."
+        ),
+    )
+    screen.add_argument("folder", metavar="FOLDER", type=Path)
+    screen.add_argument("--csv", required=True, type=Path, metavar="CSV", help="the screening CSV (appended)")
+    screen.add_argument(
+        "--model",
+        metavar="ID",
+        help="model pack id for every image; default: chosen per image by modality and body part",
+    )
+    screen.add_argument("--reports", metavar="DIR", type=Path, help="also write a PDF report per image here")
+    screen.add_argument(
+        "--operating-point",
+        choices=OPERATING_POINT_NAMES,
+        help="decision threshold to use (default: the model card's)",
+    )
+    screen.add_argument("--batch-size", type=int, default=16, help="images classified together (default 16)")
+    screen.set_defaults(handler=command_screen)
+
+    from asdesk.training.arguments import add_evaluate_arguments, add_train_arguments
+
+    train = commands.add_parser(
+        "train",
+        parents=[common],
+        help="train a model pack on labelled data",
+        description="Train a model pack on a labelled folder <root>/<label>/... or the SIJ STIR NIfTI set.",
+    )
+    add_train_arguments(train)
+    train.set_defaults(handler=command_train)
+
+    evaluate = commands.add_parser(
+        "evaluate",
+        parents=[common],
+        help="measure a model pack on a labelled folder it never saw",
+        description="Score a model pack on a labelled folder: AUC, sensitivity, specificity with 95% CIs.",
+    )
+    add_evaluate_arguments(evaluate)
+    evaluate.set_defaults(handler=command_evaluate)
+
+    models = commands.add_parser(
+        "models",
+        parents=[common],
+        help="list the installed model packs",
+        description="List the bundled and the user's model packs, and broken ones.",
+    )
+    models.add_argument("--json", action="store_true", help="print the list as JSON")
+    models.set_defaults(handler=command_models)
+    return parser
+
+
+# ---------------------------------------------------------------------------------------------------------
+# helpers
+def _engines() -> EngineCache:
+    from asdesk.tasks import default_engines
+
+    cache = default_engines()
+    cache.refresh()
+    return cache
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced(enabled: bool = True) -> Iterator[None]:
+    """Send file descriptor 2 to the null device for a moment (TensorFlow's C++ start-up chatter).
+
+    Python-level errors are unaffected: they are raised, not printed, inside the block.
+    """
+    if not enabled:
+        yield
+        return
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no real stderr (e.g. a GUI launcher): nothing to silence
+        yield
+        return
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def prepare_runtime(args: argparse.Namespace) -> str:
+    """Import TensorFlow and choose the device (:func:`asdesk.inference.configure_device`), and log it.
+
+    TensorFlow's native start-up lines (oneDNN, CUDA probing) are discarded unless ``--debug`` is given.
+
+    Returns
+    -------
+    str
+        The device description, also logged.
+    """
+    from asdesk.inference import configure_device
+
+    with _native_stderr_silenced(not getattr(args, "debug", False)):
+        device = configure_device()
+    LOGGER.info("inference device: %s", device)
+    return device
+
+
+def _progress(args: argparse.Namespace) -> TqdmProgress:
+    return TqdmProgress(enabled=not getattr(args, "quiet", False))
+
+
+def bundled_sample() -> Path:
+    """The bundled sample image analysed by ``asdesk analyze`` without PATH.
+
+    Raises
+    ------
+    ReadError
+        No sample is installed in ``resources/samples``.
+    """
+    from asdesk.core.paths import resources_dir
+
+    folder = resources_dir() / "samples"
+    samples = sorted(p for p in folder.glob("*") if p.suffix.lower() in _SAMPLE_SUFFIXES) if folder.is_dir() else []
+    if not samples:
+        raise ReadError(folder, "no bundled sample image found; give a PATH to analyse")
+    return samples[0]
+
+
+def _auc(card: Mapping[str, Any]) -> tuple[Any, Any, Any] | None:
+    """(value, ci low, ci high) of the card's measured AUC, or None."""
+    metrics = (card.get("performance") or {}).get("metrics") or {}
+    auc = metrics.get("auc") or metrics.get("roc_auc")
+    if isinstance(auc, Mapping) and auc.get("value") is not None:
+        ci = auc.get("ci95") or [None, None]
+        low, high = (ci[0], ci[1]) if isinstance(ci, Sequence) and len(ci) == 2 else (None, None)
+        return auc.get("value"), low, high
+    if isinstance(auc, int | float):
+        return auc, None, None
+    return None
+
+
+def _auc_text(card: Mapping[str, Any]) -> str:
+    auc = _auc(card)
+    if auc is None:
+        return "not measured"
+    value, low, high = auc
+    text = f"{_fmt(value)}"
+    if low is not None and high is not None:
+        text += f" (95% CI {_fmt(low)}-{_fmt(high)})"
+    return text
+
+
+def _fmt(value: Any) -> str:  # noqa: ANN401
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return str(value)
+
+
+def _model_block(card: Any, device: str) -> dict[str, Any]:  # noqa: ANN401 - a ModelCard
+    raw = card.raw
+    auc = _auc(raw)
+    performance = raw.get("performance") or {}
+    return {
+        "id": card.id,
+        "version": card.version,
+        "sha256": card.sha256,
+        "task": card.task,
+        "architecture": card.architecture,
+        "device": device,
+        "auc": None if auc is None else {"value": auc[0], "ci95": [auc[1], auc[2]]},
+        "measured_on": performance.get("dataset", ""),
+    }
+
+
+def _image_block(result: AnalysisResult) -> dict[str, Any]:
+    meta = result.record.metadata
+    prediction = result.prediction
+    return {
+        "file": str(meta.source),
+        "frame": meta.frame_index,
+        "instance_number": meta.instance_number,
+        "slice_position_mm": meta.slice_position_mm,
+        "modality": meta.modality,
+        "body_part": meta.body_part,
+        "probability": round(float(prediction.probability), 6),
+        "threshold": round(float(prediction.threshold), 6),
+        "operating_point": prediction.operating_point,
+        "positive": bool(prediction.positive),
+        "finding": prediction.finding,
+        "timings_ms": {key: round(float(value), 1) for key, value in result.timings_ms.items()},
+    }
+
+
+def result_to_json(
+    path: Path,
+    result: AnalysisResult | SeriesResult,
+    card: Any,
+    device: str,  # noqa: ANN401
+    report: Path | None = None,
+) -> dict[str, Any]:
+    """The machine-readable result of ``asdesk analyze --json`` for one PATH.
+
+    Parameters
+    ----------
+    path : Path
+        What was analysed.
+    result : AnalysisResult or SeriesResult
+    card : ModelCard
+        The model's card.
+    device : str
+        Where the model ran.
+    report : Path, optional
+        The PDF written.
+
+    Returns
+    -------
+    dict
+        ``{"input", "kind": "image"|"series", "images": [{"file", "frame", "instance_number", "probability",
+        "finding", "threshold", "operating_point", ...}], "study": {...} or None, "model": {...},
+        "errors": [...], "report", "intended_use"}``.
+    """
+    slices = result.slices if isinstance(result, SeriesResult) else (result,)
+    study = None
+    errors: list[str] = []
+    if isinstance(result, SeriesResult):
+        prediction = result.study_prediction
+        study = {
+            "probability": round(float(result.study_probability), 6),
+            "threshold": round(float(prediction.threshold), 6),
+            "operating_point": prediction.operating_point,
+            "positive": bool(prediction.positive),
+            "finding": prediction.finding,
+            "rule": result.study_rule,
+            "n_slices": len(result.slices),
+        }
+        errors = list(result.errors)
+    return {
+        "input": str(path),
+        "kind": "series" if isinstance(result, SeriesResult) else "image",
+        "images": [_image_block(item) for item in slices],
+        "study": study,
+        "model": _model_block(card, device),
+        "errors": errors,
+        "report": None if report is None else str(report),
+        "intended_use": asdesk.INTENDED_USE,
+    }
+
+
+def _print_result(
+    path: Path,
+    result: AnalysisResult | SeriesResult,
+    card: Any,
+    device: str,  # noqa: ANN401
+    report: Path | None,
+    out: TextIO,
+) -> None:
+    if isinstance(result, SeriesResult):
+        first = result.slices[0].record.metadata
+        described = ", ".join(v for v in (first.modality, first.body_part, first.series_description) if v)
+        print(
+            f"{path}: series of {len(result.slices)} image(s)" + (f" ({described})" if described else ""),
+            file=out,
+        )
+        print(f"  {'slice':>5}  {'instance':>8}  {'position mm':>11}  {'probability':>11}  finding", file=out)
+        for index, item in enumerate(result.slices, start=1):
+            meta = item.record.metadata
+            position = "" if meta.slice_position_mm is None else f"{meta.slice_position_mm:.1f}"
+            instance = "" if meta.instance_number is None else str(meta.instance_number)
+            print(
+                f"  {index:>5}  {instance:>8}  {position:>11}  {item.prediction.probability:>11.3f}  "
+                f"{item.prediction.finding}",
+                file=out,
+            )
+        slice_prediction = result.slices[0].prediction
+        print(
+            f"  slice threshold {slice_prediction.threshold:.3f} (operating point {slice_prediction.operating_point})",
+            file=out,
+        )
+        study = result.study_prediction
+        print(f"  study finding: {study.finding}", file=out)
+        print(
+            f"  study probability {result.study_probability:.3f} (threshold {study.threshold:.3f}); rule: "
+            f"{result.study_rule}",
+            file=out,
+        )
+        for error in result.errors:
+            print(f"  not read: {error}", file=out)
+    else:
+        prediction = result.prediction
+        print(f"{path}", file=out)
+        print(f"  finding: {prediction.finding}", file=out)
+        print(
+            f"  probability {prediction.probability:.3f} (threshold {prediction.threshold:.3f}, operating "
+            f"point {prediction.operating_point})",
+            file=out,
+        )
+    print(
+        f"  model: {card.id} {card.version} (sha256 {card.sha256[:12]}), {card.architecture}, on {device}; "
+        f"measured AUC {_auc_text(card.raw)}",
+        file=out,
+    )
+    if report is not None:
+        print(f"  report: {report}", file=out)
+
+
+def _report_path(report: Path, index: int, path: Path, several: bool) -> Path:
+    if not several:
+        return report
+    suffix = report.suffix or ".pdf"
+    name = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in (path.name or "input"))
+    return report.with_name(f"{report.stem}-{index}-{name}{suffix}")
+
+
+def _operating_point_note(result: AnalysisResult | SeriesResult, chosen: str | None) -> str:
+    prediction = result.slices[0].prediction if isinstance(result, SeriesResult) else result.prediction
+    origin = "chosen with --operating-point" if chosen else "the model card's default"
+    return f"{prediction.operating_point}, threshold {prediction.threshold:.3f} ({origin})"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# commands
+def command_analyze(args: argparse.Namespace) -> int:
+    """``asdesk analyze``: see ``asdesk analyze --help``."""
+    from asdesk.tasks import analyze_path
+
+    out = sys.stdout
+    engines = _engines()
+    model_id = args.model
+    paths = [Path(p) for p in args.paths]
+    if len(paths) == 1 and not paths[0].exists():
+        raise ReadError(paths[0], "no such file or folder; check the path")
+    prepare_runtime(args)
+    if not paths:
+        sample = bundled_sample()
+        print(
+            f"asdesk: no PATH given: analysing the bundled sample {sample} (see {sample.parent / 'LICENSE.md'})",
+            file=sys.stderr if args.json else out,
+        )
+        paths = [sample]
+        if model_id is None:
+            try:
+                model_id = engines.find(pack_id=SAMPLE_MODEL_ID).card.id
+            except ModelNotFoundError:
+                model_id = None
+    several = len(paths) > 1
+    failures = 0
+    for index, path in enumerate(paths, start=1):
+        try:
+            result = analyze_path(
+                path,
+                model_id=model_id,
+                operating_point=args.operating_point,
+                gradcam=not args.no_gradcam,
+                progress=_progress(args),
+                engines=engines,
+            )
+        except AsdeskError as error:
+            if not several:
+                raise
+            failures += 1
+            print(f"asdesk: error: {_one_line(error)}", file=sys.stderr)
+            continue
+        first = result.slices[0] if isinstance(result, SeriesResult) else result
+        engine = engines.get(first.model.pack_id)
+        device = str(getattr(engine, "device", ""))
+        LOGGER.info("analysed %s with %s %s on %s", path.name, engine.card.id, engine.card.version, device)
+        report = None
+        if args.report is not None:
+            from asdesk.report import write_pdf_report
+
+            report = write_pdf_report(
+                _report_path(args.report, index, path, several),
+                result,
+                engine.card.raw,
+                operating_point_note=_operating_point_note(result, args.operating_point),
+            )
+        if args.json:
+            print(json.dumps(result_to_json(path, result, engine.card, device, report)), file=out)
+        else:
+            _print_result(path, result, engine.card, device, report, out)
+        out.flush()
+    if not args.json:
+        print(asdesk.INTENDED_USE, file=out)
+    return EXIT_ERROR if failures else EXIT_OK
+
+
+def command_screen(args: argparse.Namespace) -> int:
+    """``asdesk screen``: see ``asdesk screen --help``."""
+    from asdesk.tasks import ScreeningCancelledError, screen_folder
+
+    if not args.folder.is_dir():
+        raise ReadError(args.folder, "no such folder; give the folder to screen")
+    if args.csv.parent and not args.csv.parent.exists():
+        raise ReadError(args.csv.parent, "the folder of --csv does not exist; create it first")
+    prepare_runtime(args)
+    try:
+        summary = screen_folder(
+            args.folder,
+            args.csv,
+            model_id=args.model,
+            operating_point=args.operating_point,
+            reports_dir=args.reports,
+            batch_size=args.batch_size,
+            progress=_progress(args),
+            engines=_engines(),
+        )
+    except ScreeningCancelledError as cancelled:
+        summary = cancelled.summary
+    except KeyboardInterrupt:
+        print(
+            f"asdesk: interrupted; the rows written so far are in {args.csv}: run the same command to resume",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
+    print(
+        f"screened {args.folder}: {summary.n_found} image(s) found, {summary.n_done} analysed, "
+        f"{summary.n_errors} error(s), {summary.n_skipped_resumed} already in the CSV (skipped), "
+        f"in {summary.elapsed_s:.1f} s ({summary.images_per_second:.1f} images/s)"
+    )
+    print(f"CSV: {summary.csv_path}")
+    if summary.reports:
+        print(f"PDF reports: {len(summary.reports)} in {args.reports}")
+    for message in summary.report_errors:
+        print(f"asdesk: warning: report not written: {message}", file=sys.stderr)
+    if summary.cancelled:
+        print("asdesk: cancelled; run the same command to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return EXIT_OK
+
+
+def command_models(args: argparse.Namespace) -> int:
+    """``asdesk models``: list the installed model packs and the broken ones."""
+    from asdesk.inference.pack import default_pack_directories
+
+    engines = _engines()
+    packs, errors = engines.packs()
+    if args.json:
+        document = {
+            "packs": [
+                {
+                    **_model_block(p.card, ""),
+                    "modalities": list(p.card.modalities),
+                    "body_parts": list(p.card.body_parts),
+                    "path": str(p.path),
+                }
+                for p in packs
+            ],
+            "broken": [str(e) for e in errors],
+        }
+        print(json.dumps(document, indent=2))
+        return EXIT_OK
+    if not packs:
+        searched = ", ".join(str(d) for d in default_pack_directories())
+        print(f"no model packs installed (searched {searched})")
+    else:
+        header = ("ID", "VERSION", "ARCHITECTURE", "MODALITIES / BODY PARTS", "AUC (95% CI)", "SOURCE")
+        rows = []
+        for pack in packs:
+            card = pack.card
+            modalities = ",".join(m or "raster" for m in card.modalities) or "-"
+            parts = ",".join(b for b in card.body_parts if b) or "any"
+            rows.append(
+                (
+                    card.id,
+                    card.version,
+                    card.architecture,
+                    f"{modalities} / {parts}",
+                    _auc_text(card.raw),
+                    str(pack.path.parent),
+                )
+            )
+        widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
+        for row in [header, *rows]:
+            print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+        print()
+        for pack in packs:
+            measured = (pack.card.raw.get("performance") or {}).get("dataset", "")
+            print(f"{pack.card.id}: {pack.card.task}" + (f"; measured on {measured}" if measured else ""))
+    if errors:
+        print("\nbroken or unused model packs:")
+        for error in errors:
+            print(f"  {error}")
+    return EXIT_OK
+
+
+def command_train(args: argparse.Namespace) -> int:
+    """``asdesk train``: handed to :func:`asdesk.training.train.main_train`."""
+    from asdesk.training.train import main_train
+
+    prepare_runtime(args)
+    return int(main_train(args, progress=_progress(args)) or 0)
+
+
+def command_evaluate(args: argparse.Namespace) -> int:
+    """``asdesk evaluate``: handed to :func:`asdesk.training.evaluate.main_evaluate`."""
+    from asdesk.training.evaluate import main_evaluate
+
+    prepare_runtime(args)
+    return int(main_evaluate(args, progress=_progress(args)) or 0)
+
+
+def open_window() -> int:
+    """Open the desktop window (no subcommand)."""
+    try:
+        from asdesk.gui.app import run_gui
+    except ImportError as error:
+        LOGGER.info("window not available: %r", error)
+        print(
+            f"asdesk: error: the desktop window is not available in this installation ({error}); use a "
+            "command instead, e.g. 'asdesk analyze' (see 'asdesk --help')",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
+    return int(run_gui([]) or 0)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# entry point
+def _log_to_file_only(message: str, *arguments: object) -> None:
+    """Log the exception being handled, with its traceback, to the log file but not to the console."""
+    record = LOGGER.makeRecord(LOGGER.name, logging.ERROR, __file__, 0, message, arguments, sys.exc_info())
+    for handler in logging.getLogger("asdesk").handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``asdesk`` command.
+
+    Parameters
+    ----------
+    argv : sequence of str, optional
+        Arguments without the program name; default ``sys.argv[1:]``.
+
+    Returns
+    -------
+    int
+        Exit status: 0 success, 1 unexpected internal error, 2 an error the user can fix (bad path, no
+        model, bad arguments), 130 interrupted.
+    """
+    parser = build_parser()
+    args = parser.parse_args(list(argv) if argv is not None else None)
+    debug = bool(getattr(args, "debug", False))
+    if not debug:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from asdesk.core.logsetup import configure_logging
+
+    log_file = configure_logging(level=logging.DEBUG if debug else logging.INFO, console=True)
+    handler = getattr(args, "handler", None)
+    LOGGER.info("asdesk %s: %s", asdesk.__version__, args.command or "window")
+    try:
+        if handler is None:
+            return open_window()
+        return handler(args)
+    except AsdeskError as error:
+        if debug:
+            raise
+        LOGGER.info("command failed: %s", error)
+        print(f"asdesk: error: {_one_line(error)}", file=sys.stderr)
+        return EXIT_ERROR
+    except OSError as error:
+        if debug:
+            raise
+        LOGGER.info("command failed: %r", error)
+        print(f"asdesk: error: {_one_line(error)}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("asdesk: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as error:
+        if debug:
+            raise
+        _log_to_file_only("internal error in 'asdesk %s'", args.command or "")
+        print(
+            f"asdesk: internal error: {type(error).__name__}: {_one_line(error)} (details in {log_file}; run "
+            "again with --debug for a traceback)",
+            file=sys.stderr,
+        )
+        return EXIT_INTERNAL

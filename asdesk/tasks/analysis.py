@@ -1,0 +1,423 @@
+"""Analyse one image, one multi-frame file or one DICOM series: the work behind ``asdesk analyze`` and the
+window's "Analyse" action.
+
+Plain functions with ``progress`` and ``cancel`` handles (DESIGN.md, "Threads and long work"): no Qt, no
+tqdm, no printing. The caller decides how progress is shown and what happens to the result.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from asdesk.core import (
+    AnalysisResult,
+    CancelToken,
+    EmptySeriesError,
+    ImageRecord,
+    NullProgress,
+    Prediction,
+    ProgressSink,
+    ReadError,
+    SeriesResult,
+)
+from asdesk.io import read_frames, read_series
+from asdesk.tasks.engines import EngineCache, default_engines
+
+if TYPE_CHECKING:
+    from asdesk.inference import InferenceEngine
+    from asdesk.inference.card import ModelCard
+
+LOGGER = logging.getLogger(__name__)
+
+__all__ = [
+    "ANALYSIS_BATCH_SIZE",
+    "analyze_image",
+    "analyze_path",
+    "analyze_records",
+    "analyze_series",
+    "read_path",
+    "study_decision",
+]
+
+ANALYSIS_BATCH_SIZE = 8
+"""Images classified per ``engine.analyze`` call; progress and cancel are checked between batches."""
+
+
+def _check(cancel: CancelToken | None) -> None:
+    if cancel is not None:
+        cancel.raise_if_cancelled()
+
+
+def read_path(
+    path: str | Path, progress: ProgressSink | None = None, cancel: CancelToken | None = None
+) -> tuple[list[ImageRecord], list[str], bool]:
+    """Read what ``asdesk analyze`` was given: an image file, a multi-frame file or a series folder.
+
+    Parameters
+    ----------
+    path : str or Path
+        A DICOM file (with or without extension), a PNG/JPEG/TIFF file, or a folder holding one DICOM
+        series.
+    progress : ProgressSink, optional
+        Receives the reading of a series folder, file by file.
+    cancel : CancelToken, optional
+        Checked between files of a series.
+
+    Returns
+    -------
+    records : list of ImageRecord
+        One record for a single-frame file; the frames of a multi-frame file; the slices of a series, in
+        series order (InstanceNumber, then slice position).
+    errors : list of str
+        Files of a series folder that could not be read, each with its reason.
+    is_series : bool
+        True for a folder or a multi-frame file: the result is then a :class:`~asdesk.core.SeriesResult`.
+
+    Raises
+    ------
+    ReadError
+        The path does not exist, is not an image, or a folder holds no readable image
+        (:class:`~asdesk.core.EmptySeriesError`).
+    CancelledError
+        ``cancel`` was set.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ReadError(path, "no such file or folder; check the path")
+    if path.is_dir():
+        records, errors = read_series(path, progress=progress, cancel=cancel)
+        records = list(records)
+        if not records:
+            raise EmptySeriesError(
+                path,
+                "the folder holds no readable image"
+                + (f" ({len(errors)} file(s) failed: {errors[0]})" if errors else ""),
+            )
+        return records, [str(error) for error in errors], True
+    frames = list(read_frames(path))
+    if not frames:
+        raise EmptySeriesError(path, "the file holds no image frame")
+    return frames, [], len(frames) > 1
+
+
+def _prediction_for(
+    probability: float, threshold: float, operating_point: str, card: ModelCard
+) -> Prediction:
+    positive = bool(probability >= threshold)
+    return Prediction(
+        probability=float(probability),
+        threshold=float(threshold),
+        operating_point=operating_point,
+        positive=positive,
+        finding=card.positive_label if positive else card.negative_label,
+    )
+
+
+def study_decision(slices: Sequence[AnalysisResult], card: ModelCard) -> tuple[float, Prediction, str]:
+    """The study-level result of a series, by the rule its model card states.
+
+    Parameters
+    ----------
+    slices : sequence of AnalysisResult
+        Per-slice results (at least one).
+    card : ModelCard
+        The model's card. With a ``study_rule`` of kind ``top_k_mean`` the study probability is the mean of
+        the ``k`` highest slice probabilities (all slices when there are fewer than ``k``), judged at the
+        rule's threshold. Without one, the study probability is the highest slice probability, judged at the
+        card's default slice threshold; the returned rule text says so.
+
+    Returns
+    -------
+    study_probability : float
+        In [0, 1].
+    prediction : Prediction
+        The study finding; ``operating_point`` is ``"study"`` when the card's rule was used
+        (:func:`asdesk.inference.study_result`), else the card's default operating point.
+    rule_text : str
+        The rule in words, for reports.
+
+    Raises
+    ------
+    ValueError
+        If ``slices`` is empty.
+    """
+    if not slices:
+        raise ValueError("a study needs at least one analysed slice")
+    rule = card.study_rule
+    if rule is not None:
+        from asdesk.inference import study_result
+
+        score, prediction = study_result(slices, rule, card.positive_label, card.negative_label)
+        text = rule.description or (
+            f"mean of the {rule.k} highest slice probabilities >= {rule.threshold:.3f}"
+        )
+        if len(slices) < rule.k:
+            text += f" (this series has only {len(slices)} slice(s): the mean of all of them was used)"
+        return score, prediction, text
+    name, threshold = card.threshold(None)
+    score = float(max(r.prediction.probability for r in slices))
+    text = (
+        f"the model card states no study rule: the study probability shown is the highest slice "
+        f"probability, judged at the card's default slice threshold ({name}, {threshold:.3f}); "
+        "this rule was not validated at study level"
+    )
+    return score, _prediction_for(score, threshold, name, card), text
+
+
+def _classify(
+    engine: InferenceEngine,
+    records: Sequence[ImageRecord],
+    operating_point: str | None,
+    gradcam: bool,
+    progress: ProgressSink,
+    cancel: CancelToken | None,
+    read_ms: float = 0.0,
+) -> list[AnalysisResult]:
+    results: list[AnalysisResult] = []
+    for start in range(0, len(records), ANALYSIS_BATCH_SIZE):
+        _check(cancel)
+        batch = list(records[start : start + ANALYSIS_BATCH_SIZE])
+        batch_results = engine.analyze(batch, operating_point=operating_point, gradcam=gradcam, cancel=cancel)
+        for result in batch_results:
+            if read_ms and "read" not in result.timings_ms:
+                result.timings_ms["read"] = read_ms
+        results.extend(batch_results)
+        name = batch[-1].metadata.source.name
+        progress.advance(len(batch), name)
+    return results
+
+
+def analyze_image(
+    record: ImageRecord,
+    engine: InferenceEngine,
+    operating_point: str | None = None,
+    gradcam: bool = True,
+    cancel: CancelToken | None = None,
+) -> AnalysisResult:
+    """Classify one image (with Grad-CAM) with a loaded engine.
+
+    Parameters
+    ----------
+    record : ImageRecord
+        As read by :mod:`asdesk.io`.
+    engine : InferenceEngine
+        The model (see :class:`~asdesk.tasks.engines.EngineCache`).
+    operating_point : str, optional
+        ``"high_sensitivity"``, ``"balanced"`` or ``"high_specificity"``; default the card's.
+    gradcam : bool
+        Compute the Grad-CAM heat map and overlay.
+    cancel : CancelToken, optional
+        Checked before the work starts.
+
+    Returns
+    -------
+    AnalysisResult
+    """
+    _check(cancel)
+    return engine.analyze([record], operating_point=operating_point, gradcam=gradcam, cancel=cancel)[0]
+
+
+def analyze_series(
+    records: Sequence[ImageRecord],
+    engine: InferenceEngine,
+    operating_point: str | None = None,
+    gradcam: bool = True,
+    progress: ProgressSink | None = None,
+    cancel: CancelToken | None = None,
+    errors: Sequence[str] = (),
+) -> SeriesResult:
+    """Classify every slice of a series and make the study-level decision.
+
+    Parameters
+    ----------
+    records : sequence of ImageRecord
+        The slices, in series order (as :func:`asdesk.io.read_series` returns them).
+    engine : InferenceEngine
+        The model.
+    operating_point : str, optional
+        Slice operating point; default the card's.
+    gradcam : bool
+        Compute Grad-CAM for every slice.
+    progress : ProgressSink, optional
+        ``start(n slices)``, ``advance`` per batch, ``finish``.
+    cancel : CancelToken, optional
+        Checked between batches.
+    errors : sequence of str
+        Files of the series that could not be read; kept in the result.
+
+    Returns
+    -------
+    SeriesResult
+        Slices in the order given; study probability and finding by :func:`study_decision`.
+
+    Raises
+    ------
+    CancelledError
+        ``cancel`` was set.
+    ValueError
+        ``records`` is empty.
+    """
+    if not records:
+        raise ValueError("a series needs at least one image")
+    sink = progress or NullProgress()
+    sink.start(len(records), f"Analysing {len(records)} slices with {engine.card.id}")
+    try:
+        slices = _classify(engine, records, operating_point, gradcam, sink, cancel)
+    finally:
+        sink.finish()
+    probability, prediction, rule_text = study_decision(slices, engine.card)
+    return SeriesResult(
+        slices=tuple(slices),
+        study_probability=probability,
+        study_prediction=prediction,
+        study_rule=rule_text,
+        errors=tuple(errors),
+    )
+
+
+def analyze_records(
+    records: Sequence[ImageRecord],
+    model_id: str | None = None,
+    operating_point: str | None = None,
+    gradcam: bool = True,
+    as_series: bool | None = None,
+    progress: ProgressSink | None = None,
+    cancel: CancelToken | None = None,
+    engines: EngineCache | None = None,
+    errors: Sequence[str] = (),
+) -> AnalysisResult | SeriesResult:
+    """Analyse images that are already read (the window reads them first to show them).
+
+    Parameters
+    ----------
+    records : sequence of ImageRecord
+        One image, or the slices of a series in series order.
+    model_id : str, optional
+        Pack id; default: the pack whose card covers the first record's modality and body part.
+    operating_point : str, optional
+        Default the card's.
+    gradcam : bool
+        Compute Grad-CAM.
+    as_series : bool, optional
+        Force a :class:`SeriesResult` (True) or an :class:`AnalysisResult` (False, one record only);
+        default: a series when there is more than one record.
+    progress, cancel
+        Progress sink and cancel token.
+    engines : EngineCache, optional
+        Default :func:`~asdesk.tasks.engines.default_engines`.
+    errors : sequence of str
+        Read errors of the series, kept in a :class:`SeriesResult`.
+
+    Returns
+    -------
+    AnalysisResult or SeriesResult
+
+    Raises
+    ------
+    ModelNotFoundError
+        No pack has ``model_id`` or covers the image.
+    CancelledError
+        ``cancel`` was set.
+    """
+    if not records:
+        raise ValueError("nothing to analyse: no image was given")
+    cache = engines or default_engines()
+    engine = cache.select(records[0], model_id)
+    series = len(records) > 1 if as_series is None else as_series
+    if not series:
+        if len(records) != 1:
+            raise ValueError(f"as_series=False needs exactly one image, got {len(records)}")
+        sink = progress or NullProgress()
+        sink.start(1, f"Analysing with {engine.card.id}")
+        try:
+            result = analyze_image(records[0], engine, operating_point, gradcam, cancel)
+            sink.advance(1, records[0].metadata.source.name)
+        finally:
+            sink.finish()
+        return result
+    return analyze_series(records, engine, operating_point, gradcam, progress, cancel, errors)
+
+
+def analyze_path(
+    path: str | Path,
+    model_id: str | None = None,
+    operating_point: str | None = None,
+    gradcam: bool = True,
+    progress: ProgressSink | None = None,
+    cancel: CancelToken | None = None,
+    engines: EngineCache | None = None,
+) -> AnalysisResult | SeriesResult:
+    """Read and analyse a file or a DICOM series folder: the work of ``asdesk analyze PATH``.
+
+    Parameters
+    ----------
+    path : str or Path
+        A single-frame image file (DICOM with or without extension, PNG, JPEG, TIFF) → one
+        :class:`~asdesk.core.AnalysisResult`; a multi-frame DICOM file or a folder holding one DICOM series →
+        a :class:`~asdesk.core.SeriesResult` with per-slice results and the study-level result.
+    model_id : str, optional
+        Model pack id (``--model``). Default: the pack whose card lists the first image's modality and body
+        part (:func:`asdesk.inference.find_pack`).
+    operating_point : str, optional
+        ``"high_sensitivity"``, ``"balanced"`` or ``"high_specificity"``; default the card's default.
+    gradcam : bool
+        Compute the Grad-CAM heat map and overlay of every image.
+    progress : ProgressSink, optional
+        Reading (for a folder) and then classification are reported as two ``start``/``finish`` rounds.
+    cancel : CancelToken, optional
+        Checked between files and between batches.
+    engines : EngineCache, optional
+        Loaded models; default :func:`~asdesk.tasks.engines.default_engines`.
+
+    Returns
+    -------
+    AnalysisResult or SeriesResult
+
+    Raises
+    ------
+    ReadError
+        The path is missing, not an image, or a folder without a readable image.
+    ModelNotFoundError
+        No pack has ``model_id`` or covers the image's modality and body part.
+    CardError
+        The pack is broken or its model file does not match its card's SHA-256.
+    CancelledError
+        ``cancel`` was set.
+    """
+    started = time.perf_counter()
+    records, errors, is_series = read_path(path, progress=progress, cancel=cancel)
+    read_ms = (time.perf_counter() - started) * 1000.0 / max(1, len(records))
+    for error in errors:
+        LOGGER.warning("not analysed: %s", error)
+    _check(cancel)
+    cache = engines or default_engines()
+    engine = cache.select(records[0], model_id)
+    LOGGER.info(
+        "analysing %s (%d image(s)) with %s %s on %s",
+        Path(path).name,
+        len(records),
+        engine.card.id,
+        engine.card.version,
+        getattr(engine, "device", "?"),
+    )
+    sink = progress or NullProgress()
+    label = f"Analysing {len(records)} image(s) with {engine.card.id}"
+    sink.start(len(records), label)
+    try:
+        slices = _classify(engine, records, operating_point, gradcam, sink, cancel, read_ms)
+    finally:
+        sink.finish()
+    if not is_series:
+        return slices[0]
+    probability, prediction, rule_text = study_decision(slices, engine.card)
+    return SeriesResult(
+        slices=tuple(slices),
+        study_probability=probability,
+        study_prediction=prediction,
+        study_rule=rule_text,
+        errors=tuple(errors),
+    )
