@@ -456,6 +456,10 @@ def _print_result(
         f"measured AUC {_auc_text(card.raw)}",
         file=out,
     )
+    auc = _auc(card.raw)
+    if auc is not None and auc[1] is not None and auc[1] <= 0.5:
+        print(f"  WARNING: the 95% CI of this model's measured AUC reaches {auc[1]}: on held-out patients it was "
+              "not shown to be better than chance. Do not rely on this finding.", file=out)
     if report is not None:
         print(f"  report: {report}", file=out)
 

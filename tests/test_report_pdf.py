@@ -397,3 +397,13 @@ def test_package_exports_the_writer_and_helpers_lazily():
     assert asdesk.report.blend_overlay is asdesk.report.images.blend_overlay
     with pytest.raises(AttributeError):
         asdesk.report.no_such_name  # noqa: B018
+
+
+def test_a_model_not_shown_better_than_chance_is_flagged(tmp_path):
+    result = analysis(knee_record(), 0.7)
+    good = write_pdf_report(tmp_path / "good.pdf", result, TEST_CARD)
+    assert "not shown to be better than chance" not in " ".join(pdf_text(good).split())
+    weak_card = {**TEST_CARD, "performance": {**TEST_CARD["performance"],
+                                              "metrics": {"auc": {"value": 0.51, "ci95": [0.38, 0.69]}}}}
+    weak = write_pdf_report(tmp_path / "weak.pdf", result, weak_card)
+    assert "not shown to be better than chance" in " ".join(pdf_text(weak).split())

@@ -154,6 +154,17 @@ def _number(value: object) -> str:
     return _esc(value)
 
 
+def _auc_ci_low(card: Mapping[str, Any]) -> float | None:
+    """Lower 95% bound of the card's headline AUC, or None when the card has none."""
+    performance = card.get("performance")
+    metrics = performance.get("metrics") if isinstance(performance, Mapping) else None
+    auc = metrics.get("auc") if isinstance(metrics, Mapping) else None
+    bounds = auc.get("ci95") if isinstance(auc, Mapping) else None
+    if isinstance(bounds, Sequence) and len(bounds) == 2 and isinstance(bounds[0], int | float):
+        return float(bounds[0])
+    return None
+
+
 def _metric_label(name: str) -> str:
     key = str(name).strip()
     return _METRIC_NAMES.get(key.lower(), key.replace("_", " ").capitalize())
@@ -524,6 +535,12 @@ def _build_html(result: AnalysisResult | SeriesResult, card: Mapping[str, Any], 
           f'border="{px(0.3)}" style="border-collapse: collapse; border-color: #9aa7b4; '
           'border-style: solid;"><tr><td>'
           + "".join(box) + "</td></tr></table>")
+
+    chance = _auc_ci_low(card)
+    if chance is not None and chance <= 0.5:
+        b.add(f'<p class="ruo"><b>Warning:</b> the 95% confidence interval of this model\'s measured AUC reaches '
+              f"{_esc(_number(chance))}: on held-out patients it was not shown to be better than chance. "
+              "Do not rely on this finding.</p>")
 
     # --- patient and study
     b.heading("Patient and study")

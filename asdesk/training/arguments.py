@@ -33,6 +33,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, default=30, help="max epochs of the frozen-backbone phase")
     parser.add_argument("--fine-tune-epochs", type=int, default=0, help="max epochs of fine-tuning (0: none)")
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--patience", type=int, default=5,
+                        help="early-stopping patience in epochs (validation loss); ReduceLROnPlateau uses half")
     parser.add_argument("--augment-copies", type=int, default=4,
                         help="augmented copies per image for the frozen-backbone phase")
     parser.add_argument("--horizontal-flip", action="store_true",
