@@ -660,8 +660,8 @@ def command_evaluate(args: argparse.Namespace) -> int:
     return int(main_evaluate(args, progress=_progress(args)) or 0)
 
 
-def open_window() -> int:
-    """Open the desktop window (no subcommand)."""
+def open_window(paths: Sequence[str] = ()) -> int:
+    """Open the desktop window (no subcommand), loading ``paths`` (files or series folders) if given."""
     try:
         from asdesk.gui.app import run_gui
     except ImportError as error:
@@ -672,7 +672,10 @@ def open_window() -> int:
             file=sys.stderr,
         )
         return EXIT_ERROR
-    return int(run_gui([]) or 0)
+    missing = [p for p in paths if not Path(p).exists()]
+    if missing:
+        raise ReadError(Path(missing[0]), "no such file or folder; check the path")
+    return int(run_gui(list(paths)) or 0)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -704,7 +707,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         model, bad arguments), 130 interrupted.
     """
     parser = build_parser()
-    args = parser.parse_args(list(argv) if argv is not None else None)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    window_paths: list[str] = []
+    commands = {"analyze", "screen", "train", "evaluate", "models"}
+    if arguments and not arguments[0].startswith("-") and arguments[0] not in commands:
+        # ``asdesk PATH...``: open the window with those files or series folders.
+        window_paths = [a for a in arguments if not a.startswith("-")]
+        arguments = [a for a in arguments if a.startswith("-")]
+    args = parser.parse_args(arguments)
     debug = bool(getattr(args, "debug", False))
     if not debug:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -715,7 +725,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     LOGGER.info("asdesk %s: %s", asdesk.__version__, args.command or "window")
     try:
         if handler is None:
-            return open_window()
+            return open_window(window_paths)
         return handler(args)
     except AsdeskError as error:
         if debug:

@@ -209,6 +209,18 @@ def test_no_command_opens_the_window(monkeypatch):
     assert opened == [[]]
 
 
+def test_paths_without_a_command_open_in_the_window(monkeypatch, shared_data, capsys):
+    import asdesk.gui.app
+
+    opened: list[list[str]] = []
+    monkeypatch.setattr(asdesk.gui.app, "run_gui", lambda paths: opened.append(paths) or 0)
+    stir = str(shared_data / "sij-mri-dicom" / "patient1" / "STIR")
+    assert cli.main([stir]) == 0
+    assert opened == [[stir]]
+    assert cli.main(["/no/such/scan.dcm"]) == 2
+    assert "no such file" in capsys.readouterr().err
+
+
 def test_no_command_without_a_window_says_so(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "asdesk.gui.app", None)  # import fails
     assert cli.main([]) == 2

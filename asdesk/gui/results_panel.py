@@ -1,0 +1,432 @@
+"""The results panel: finding, probability against the card's operating points, model identity, the
+card's measured performance and intended use, and for a series the per-slice probabilities and the
+study-level result.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import QRectF, Qt, Signal
+from PySide6.QtGui import QColor, QFont, QPainter, QPaintEvent, QPen
+from PySide6.QtWidgets import (
+    QComboBox,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QScrollArea,
+    QSizePolicy,
+    QVBoxLayout,
+    QWidget,
+)
+
+from asdesk.core import AnalysisResult, SeriesResult
+
+POSITIVE_COLOUR = "#c0392b"
+NEGATIVE_COLOUR = "#1e8449"
+OPERATING_POINT_TITLES = {
+    "high_sensitivity": "high sensitivity",
+    "balanced": "balanced",
+    "high_specificity": "high specificity",
+}
+_OPERATING_POINT_SHORT = {"high_sensitivity": "Sens", "balanced": "Bal", "high_specificity": "Spec"}
+
+
+class ProbabilityBar(QWidget):
+    """A horizontal bar from 0 to 1 filled to the probability, with the operating points marked.
+
+    The marker of the operating point in use is drawn thicker; the fill is red at or above its threshold and
+    green below.
+    """
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.probability: float | None = None
+        self.thresholds: dict[str, float] = {}
+        self.active = ""
+        self.setMinimumHeight(46)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+
+    def set_values(self, probability: float | None, thresholds: Mapping[str, float], active: str) -> None:
+        """Set the probability (or ``None``), the operating points ``{name: threshold}`` and the active one."""
+        self.probability = None if probability is None else float(probability)
+        self.thresholds = {name: float(value) for name, value in thresholds.items()}
+        self.active = active
+        tips = [f"{OPERATING_POINT_TITLES.get(n, n)}: threshold {t:.3f}" for n, t in self.thresholds.items()]
+        self.setToolTip("\n".join(tips))
+        self.update()
+
+    def paintEvent(self, event: QPaintEvent) -> None:  # noqa: N802 - Qt API
+        """Draw the bar."""
+        del event
+        painter = QPainter(self)
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+        margin = 8.0
+        bar = QRectF(margin, 4.0, self.width() - 2 * margin, 16.0)
+        painter.setPen(QPen(QColor("#666666"), 1))
+        painter.setBrush(QColor("#e9ecef"))
+        painter.drawRoundedRect(bar, 3, 3)
+        if self.probability is not None:
+            threshold = self.thresholds.get(self.active)
+            positive = threshold is not None and self.probability >= threshold
+            fill = QRectF(bar.left(), bar.top(), bar.width() * min(max(self.probability, 0.0), 1.0), bar.height())
+            painter.setPen(Qt.PenStyle.NoPen)
+            painter.setBrush(QColor(POSITIVE_COLOUR if positive else NEGATIVE_COLOUR))
+            painter.drawRoundedRect(fill, 3, 3)
+        font = QFont(painter.font())
+        font.setPointSizeF(max(6.0, font.pointSizeF() * 0.8))
+        painter.setFont(font)
+        for name, value in self.thresholds.items():
+            x = bar.left() + bar.width() * value
+            painter.setPen(QPen(QColor("#000000"), 3 if name == self.active else 1))
+            painter.drawLine(int(x), int(bar.top() - 3), int(x), int(bar.bottom() + 3))
+            painter.setPen(QColor("#000000"))
+            label = _OPERATING_POINT_SHORT.get(name, name[:4])
+            painter.drawText(QRectF(x - 30, bar.bottom() + 3, 60, 14), Qt.AlignmentFlag.AlignHCenter, label)
+        painter.setPen(QColor("#444444"))
+        painter.drawText(QRectF(bar.left(), bar.bottom() + 14, 30, 12), Qt.AlignmentFlag.AlignLeft, "0")
+        painter.drawText(QRectF(bar.right() - 30, bar.bottom() + 14, 30, 12), Qt.AlignmentFlag.AlignRight, "1")
+        painter.end()
+
+
+def _format_number(value: object) -> str:
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    if isinstance(value, Sequence) and not isinstance(value, str) and len(value) == 2 and all(
+            isinstance(v, int | float) for v in value):
+        return f"[{_format_number(float(value[0]))}, {_format_number(float(value[1]))}]"
+    return html.escape(str(value))
+
+
+def performance_html(performance: Mapping[str, Any], depth: int = 0) -> str:
+    """Render a card's ``performance`` block (nested mappings of metrics) as compact HTML.
+
+    Parameters
+    ----------
+    performance : mapping
+        As written by ``asdesk evaluate``: metrics with values and 95 % confidence intervals, the data
+        they were measured on, ... Any nesting is accepted.
+
+    Returns
+    -------
+    str
+        An HTML fragment; numbers are shown with 3 decimals, never rounded up into a claim beyond that.
+    """
+    if not performance:
+        return "<i>The card states no measured performance.</i>"
+    items = []
+    for key, value in performance.items():
+        name = html.escape(str(key).replace("_", " "))
+        if isinstance(value, Mapping):
+            keys = set(value)
+            point = next((value[k] for k in ("value", "estimate", "point") if k in value), None)
+            interval = next((value[k] for k in ("ci95", "ci_95", "ci", "interval") if k in value), None)
+            if point is not None and keys <= {"value", "estimate", "point", "ci95", "ci_95", "ci", "interval"}:
+                text = _format_number(point)
+                if interval is not None:
+                    text += f" (95% CI {_format_number(interval)})"
+                items.append(f"<li><b>{name}</b>: {text}</li>")
+            elif depth < 3:
+                items.append(f"<li><b>{name}</b>{performance_html(value, depth + 1)}</li>")
+        elif isinstance(value, list) and value and isinstance(value[0], list | dict):
+            continue  # matrices, curves: in the report, not the panel
+        else:
+            items.append(f"<li><b>{name}</b>: {_format_number(value)}</li>")
+    return "<ul style='margin-left:-20px'>" + "".join(items) + "</ul>"
+
+
+class ResultsPanel(QWidget):
+    """Shows an analysis result.
+
+    Signals
+    -------
+    sig_slice_requested(int)
+        A point of the per-slice plot was clicked: show that slice (0-based).
+    sig_operating_point_changed(str)
+        The reader chose another operating point.
+    """
+
+    sig_slice_requested = Signal(int)
+    sig_operating_point_changed = Signal(str)
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._results: list[AnalysisResult] = []
+        self._series: SeriesResult | None = None
+        self._card: Any = None
+        self._index = 0
+
+        self.finding_label = QLabel("No result yet")
+        font = self.finding_label.font()
+        font.setPointSizeF(font.pointSizeF() * 1.4)
+        font.setBold(True)
+        self.finding_label.setFont(font)
+        self.finding_label.setWordWrap(True)
+        self.probability_label = QLabel("")
+        self.probability_label.setWordWrap(True)
+        self.bar = ProbabilityBar()
+        self.operating_point_box = QComboBox()
+        self.operating_point_box.setToolTip("Decision threshold chosen on validation data (model card)")
+        self.operating_point_box.activated.connect(self._on_operating_point)
+        self.warning_label = QLabel("")
+        self.warning_label.setWordWrap(True)
+        self.warning_label.setStyleSheet("QLabel { background: #fff3cd; color: #664d03; border: 2px solid "
+                                         "#e0a800; border-radius: 4px; padding: 4px; font-weight: bold; }")
+        self.warning_label.setVisible(False)
+
+        self.study_label = QLabel("")
+        self.study_label.setWordWrap(True)
+        self.study_label.setTextFormat(Qt.TextFormat.RichText)
+        self.plot = pg.PlotWidget(background="w")
+        self.plot.setMinimumHeight(140)
+        self.plot.setMaximumHeight(190)
+        self.plot.setMouseEnabled(x=False, y=False)
+        self.plot.hideButtons()
+        self.plot.setMenuEnabled(False)
+        self.plot.setLabel("bottom", "slice")
+        self.plot.setLabel("left", "probability")
+        self.plot.setYRange(0.0, 1.0, padding=0.05)
+        self.plot.showGrid(x=False, y=True, alpha=0.3)
+        self.curve = self.plot.plot([], [], pen=pg.mkPen("#555555", width=1))
+        self.points = pg.ScatterPlotItem(size=10, hoverable=True, hoverSize=14, tip=None)
+        self.points.sigClicked.connect(self._on_point_clicked)
+        self.plot.addItem(self.points)
+        self.threshold_line = pg.InfiniteLine(angle=0, movable=False,
+                                              pen=pg.mkPen("#000000", style=Qt.PenStyle.DashLine))
+        self.plot.addItem(self.threshold_line)
+        self.slice_line = pg.InfiniteLine(angle=90, movable=False, pen=pg.mkPen("#1f77b4", width=2))
+        self.plot.addItem(self.slice_line)
+        self.plot.scene().sigMouseClicked.connect(self._on_plot_clicked)
+        self.series_box = QGroupBox("Series")
+        series_layout = QVBoxLayout(self.series_box)
+        series_layout.addWidget(self.study_label)
+        series_layout.addWidget(self.plot)
+        self.series_box.setVisible(False)
+
+        self.model_label = QLabel("")
+        self.model_label.setWordWrap(True)
+        self.model_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.performance_label = QLabel("")
+        self.performance_label.setWordWrap(True)
+        self.performance_label.setTextFormat(Qt.TextFormat.RichText)
+        self.intended_use_label = QLabel("")
+        self.intended_use_label.setWordWrap(True)
+        self.intended_use_label.setStyleSheet("color: #6c2b00;")
+
+        finding_box = QGroupBox("Finding")
+        finding_layout = QVBoxLayout(finding_box)
+        finding_layout.addWidget(self.finding_label)
+        finding_layout.addWidget(self.probability_label)
+        finding_layout.addWidget(self.bar)
+        self.point_row = QWidget()
+        point_row = QHBoxLayout(self.point_row)
+        point_row.setContentsMargins(0, 0, 0, 0)
+        point_row.addWidget(QLabel("Operating point"))
+        point_row.addWidget(self.operating_point_box, 1)
+        self.point_row.setVisible(False)
+        finding_layout.addWidget(self.point_row)
+        finding_layout.addWidget(self.warning_label)
+        self.model_box = model_box = QGroupBox("Model")
+        model_box.setVisible(False)
+        model_layout = QFormLayout(model_box)
+        model_layout.addRow(self.model_label)
+        model_layout.addRow(QLabel("<b>Measured performance</b>"))
+        model_layout.addRow(self.performance_label)
+        model_layout.addRow(QLabel("<b>Intended use</b>"))
+        model_layout.addRow(self.intended_use_label)
+
+        content = QWidget()
+        content_layout = QVBoxLayout(content)
+        content_layout.addWidget(finding_box)
+        content_layout.addWidget(self.series_box)
+        content_layout.addWidget(model_box)
+        content_layout.addStretch(1)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setWidget(content)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(scroll)
+
+    # ------------------------------------------------------------------------------------------ results
+    def clear(self, message: str = "No result yet") -> None:
+        """Show no result (``message`` in place of the finding)."""
+        self._results = []
+        self._series = None
+        self.finding_label.setText(message)
+        self.finding_label.setStyleSheet("")
+        self.probability_label.setText("")
+        self.bar.set_values(None, {}, "")
+        self.series_box.setVisible(False)
+        self.warning_label.setVisible(False)
+
+    def set_busy(self, message: str) -> None:
+        """Show that an analysis is running."""
+        self.finding_label.setText(message)
+        self.finding_label.setStyleSheet("color: #555555;")
+        self.probability_label.setText("")
+        self.bar.set_values(None, self.bar.thresholds, self.bar.active)
+
+    def set_card(self, card: Any) -> None:  # noqa: ANN401 - asdesk.inference.ModelCard
+        """Show a model card's identity, performance and intended use, and its operating points.
+
+        Parameters
+        ----------
+        card : asdesk.inference.card.ModelCard
+            The model used (or about to be used).
+        """
+        self._card = card
+        self.model_box.setVisible(True)
+        self.point_row.setVisible(True)
+        raw = getattr(card, "raw", {}) or {}
+        sha = str(card.sha256)
+        self.model_label.setText(
+            f"<b>{html.escape(card.id)}</b> version {html.escape(str(card.version))}<br>"
+            f"{html.escape(str(card.task))}<br>"
+            f"{html.escape(str(card.architecture))}, input {card.input_shape[1]}×{card.input_shape[0]}<br>"
+            f"SHA-256 <span title='{sha}'>{sha[:16]}…</span>"
+            + (f"<br>trained {html.escape(str(raw.get('date', '')))}" if raw.get("date") else ""))
+        self.model_label.setToolTip(f"SHA-256 of model.keras: {sha}")
+        self.performance_label.setText(performance_html(card.performance))
+        self.intended_use_label.setText(html.escape(str(card.intended_use)))
+        current = self.operating_point_box.currentData()
+        self.operating_point_box.blockSignals(True)
+        self.operating_point_box.clear()
+        for name, point in card.operating_points.items():
+            extra = []
+            if point.sensitivity is not None:
+                extra.append(f"sens {float(point.sensitivity):.2f}")
+            if point.specificity is not None:
+                extra.append(f"spec {float(point.specificity):.2f}")
+            details = f" ({', '.join(extra)})" if extra else ""
+            self.operating_point_box.addItem(
+                f"{OPERATING_POINT_TITLES.get(name, name)} ≥ {point.threshold:.3f}{details}", name)
+        wanted = current if current in card.operating_points else card.default_operating_point
+        self.operating_point_box.setCurrentIndex(max(0, self.operating_point_box.findData(wanted)))
+        self.operating_point_box.blockSignals(False)
+
+    def set_operating_point(self, name: str) -> None:
+        """Select operating point ``name`` (if the card has it) and update the finding."""
+        index = self.operating_point_box.findData(name)
+        if index >= 0:
+            self.operating_point_box.setCurrentIndex(index)
+            self._refresh()
+
+    def operating_point(self) -> str:
+        """The operating point selected (empty before a card is set)."""
+        return str(self.operating_point_box.currentData() or "")
+
+    def set_results(self, results: Sequence[AnalysisResult], series: SeriesResult | None, card: Any,  # noqa: ANN401
+                    preprocessing_modified: bool = False) -> None:
+        """Show the results of one image or one series.
+
+        Parameters
+        ----------
+        results : sequence of AnalysisResult
+            One per image or slice, in series order.
+        series : SeriesResult or None
+            The study-level result of a series.
+        card : asdesk.inference.card.ModelCard
+            The model's card.
+        preprocessing_modified : bool
+            The analysis used a pipeline that departs from the card's: say so next to the finding.
+        """
+        self._results = list(results)
+        self._series = series
+        self.set_card(card)
+        if self._results:
+            used = self._results[0].prediction.operating_point
+            if used in card.operating_points:
+                self.operating_point_box.setCurrentIndex(self.operating_point_box.findData(used))
+        self.warning_label.setText("⚠ Analysed with modified preprocessing: this result is outside the "
+                                   "model's validation." if preprocessing_modified else "")
+        self.warning_label.setVisible(preprocessing_modified)
+        multi = len(self._results) > 1
+        self.series_box.setVisible(multi)
+        if multi:
+            x = np.arange(1, len(self._results) + 1, dtype=float)
+            y = np.array([r.prediction.probability for r in self._results], dtype=float)
+            self.curve.setData(x, y)
+            self.plot.setXRange(0.5, len(self._results) + 0.5, padding=0)
+        self._index = min(self._index, len(self._results) - 1) if self._results else 0
+        self._refresh()
+
+    def set_current_slice(self, index: int) -> None:
+        """Follow the viewer: show slice ``index``'s result and mark it on the plot."""
+        self._index = int(index)
+        self._refresh()
+
+    def probabilities(self) -> list[float]:
+        """Per-slice probabilities shown (empty without a result)."""
+        return [float(r.prediction.probability) for r in self._results]
+
+    # -------------------------------------------------------------------------------------- internals
+    def _thresholds(self) -> dict[str, float]:
+        if self._card is None:
+            return {}
+        return {name: float(point.threshold) for name, point in self._card.operating_points.items()}
+
+    def _refresh(self) -> None:
+        if not self._results or self._card is None:
+            return
+        name = self.operating_point()
+        thresholds = self._thresholds()
+        threshold = thresholds.get(name, self._results[0].prediction.threshold)
+        index = min(max(self._index, 0), len(self._results) - 1)
+        result = self._results[index]
+        probability = float(result.prediction.probability)
+        positive = probability >= threshold
+        label = self._card.positive_label if positive else self._card.negative_label
+        where = f"slice {index + 1} of {len(self._results)}: " if len(self._results) > 1 else ""
+        self.finding_label.setText(f"{where}{label}")
+        self.finding_label.setStyleSheet(f"color: {POSITIVE_COLOUR if positive else NEGATIVE_COLOUR};")
+        self.probability_label.setText(
+            f"Probability <b>{probability:.3f}</b> {'≥' if positive else '<'} threshold {threshold:.3f} "
+            f"({OPERATING_POINT_TITLES.get(name, name)} operating point)")
+        self.bar.set_values(probability, thresholds, name)
+        if len(self._results) > 1:
+            self._refresh_series(threshold, index)
+
+    def _refresh_series(self, threshold: float, index: int) -> None:
+        probabilities = np.array(self.probabilities())
+        brushes = [pg.mkBrush(POSITIVE_COLOUR if p >= threshold else NEGATIVE_COLOUR) for p in probabilities]
+        sizes = [14 if i == index else 9 for i in range(len(probabilities))]
+        spots = [{"pos": (i + 1, p), "data": i, "brush": b, "size": s, "pen": pg.mkPen("k", width=1)}
+                 for i, (p, b, s) in enumerate(zip(probabilities, brushes, sizes, strict=True))]
+        self.points.setData(spots)
+        self.threshold_line.setValue(threshold)
+        self.slice_line.setValue(index + 1)
+        series = self._series
+        if series is not None:
+            study = series.study_prediction
+            colour = POSITIVE_COLOUR if study.positive else NEGATIVE_COLOUR
+            self.study_label.setText(
+                f"Study: <b style='color:{colour}'>{html.escape(study.finding)}</b> — score "
+                f"{series.study_probability:.3f} {'≥' if study.positive else '<'} {study.threshold:.3f}<br>"
+                f"<small>{html.escape(series.study_rule)}</small>"
+                + (f"<br><small>{len(series.errors)} file(s) unreadable</small>" if series.errors else ""))
+        else:
+            self.study_label.setText("Per-slice probabilities (click a point to show that slice).")
+
+    def _on_point_clicked(self, _item: object, points: Sequence[Any]) -> None:
+        if len(points):
+            self.sig_slice_requested.emit(int(points[0].data()))
+
+    def _on_plot_clicked(self, event: Any) -> None:  # noqa: ANN401
+        if event.isAccepted() or not self._results:
+            return
+        point = self.plot.getPlotItem().vb.mapSceneToView(event.scenePos())
+        index = int(round(point.x())) - 1
+        if 0 <= index < len(self._results):
+            self.sig_slice_requested.emit(index)
+
+    def _on_operating_point(self, _index: int) -> None:
+        self._refresh()
+        self.sig_operating_point_changed.emit(self.operating_point())

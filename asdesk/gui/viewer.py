@@ -1,0 +1,592 @@
+"""The image viewer: pyqtgraph, row-major, with window/level, slice navigation and the Grad-CAM overlay.
+
+Mouse and keyboard (as on a radiology workstation):
+
+* wheel: zoom about the cursor; left drag: pan; right drag: window (horizontal) and level (vertical);
+* Ctrl + wheel, Up/Down, Page Up/Page Down, Home/End and the slider: move through the slices of a series;
+* F: fit to window; 1: one image pixel per screen pixel; G (from the main window): overlay on/off.
+
+The image shown is :attr:`ImageRecord.pixels` (modality-LUT values, e.g. HU or MR signal) through a linear
+window that starts from the DICOM window tags (0028,1050)/(0028,1051), so the value readout and the window
+numbers are in the image's own units. MONOCHROME1 images use an inverted grey ramp.
+
+Both the image and the Grad-CAM heat map (``AnalysisResult.heatmap``, already at the image's size) are
+drawn with their pixel (row 0, column 0) at the top left and one unit per pixel, so the overlay lies exactly
+on the anatomy it refers to.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import QEvent, QObject, QPointF, Qt, Signal
+from PySide6.QtGui import QKeyEvent
+from PySide6.QtWidgets import (
+    QComboBox,
+    QHBoxLayout,
+    QLabel,
+    QSizePolicy,
+    QSlider,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from asdesk.core import ImageRecord
+
+pg.setConfigOptions(imageAxisOrder="row-major", antialias=True)
+
+OVERLAY_COLOUR_MAP = "turbo"
+"""pyqtgraph colour map of the Grad-CAM overlay (perceptually ordered, low = blue, high = red)."""
+
+
+@dataclass(frozen=True)
+class WindowLevel:
+    """A linear display window, in the image's modality-LUT units.
+
+    Attributes
+    ----------
+    centre, width : float
+        Window centre and width; the displayed range is ``centre ± width / 2``. ``width > 0``.
+    """
+
+    centre: float
+    width: float
+
+    @property
+    def levels(self) -> tuple[float, float]:
+        """(low, high) values mapped to black and white."""
+        return (self.centre - self.width / 2.0, self.centre + self.width / 2.0)
+
+
+def window_presets(record: ImageRecord) -> dict[str, WindowLevel]:
+    """Window presets for an image, the first being the default.
+
+    Parameters
+    ----------
+    record : ImageRecord
+        The image.
+
+    Returns
+    -------
+    dict
+        Ordered ``{name: WindowLevel}``: "From file" (the DICOM window tags) when present, then "Auto
+        (1–99 %)" (percentiles of the non-background values), "Full range", and CT bone/soft-tissue
+        windows for CT.
+    """
+    values = record.pixels if record.pixels.ndim == 2 else record.pixels.mean(axis=2)
+    presets: dict[str, WindowLevel] = {}
+    meta = record.metadata
+    if meta.window_centre is not None and meta.window_width is not None and meta.window_width > 0:
+        presets["From file"] = WindowLevel(float(meta.window_centre), float(meta.window_width))
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        finite = np.zeros(1, dtype=np.float32)
+    low_all, high_all = float(finite.min()), float(finite.max())
+    foreground = finite[finite > low_all]
+    sample = foreground if foreground.size > 0.05 * finite.size else finite
+    low, high = (float(v) for v in np.percentile(sample, [1.0, 99.0]))
+    if high <= low:
+        low, high = low_all, max(high_all, low_all + 1.0)
+    presets["Auto (1–99 %)"] = WindowLevel((low + high) / 2.0, high - low)
+    width = max(high_all - low_all, 1e-6)
+    presets["Full range"] = WindowLevel((low_all + high_all) / 2.0, width)
+    if meta.modality.upper() == "CT":
+        presets["Bone (CT)"] = WindowLevel(400.0, 1800.0)
+        presets["Soft tissue (CT)"] = WindowLevel(40.0, 400.0)
+    return presets
+
+
+def overlay_lookup_table(colour_map: str = OVERLAY_COLOUR_MAP) -> np.ndarray:
+    """RGBA lookup table for the heat map: the colour map, with alpha rising with the value.
+
+    Low Grad-CAM values are transparent so the anatomy under them stays visible; the overlay's global
+    opacity (slider) multiplies this alpha.
+
+    Returns
+    -------
+    numpy.ndarray
+        uint8 (256, 4).
+    """
+    table = pg.colormap.get(colour_map).getLookupTable(0.0, 1.0, 256, alpha=True)
+    ramp = np.clip(np.linspace(0.0, 1.0, 256) / 0.35, 0.0, 1.0)
+    table = np.asarray(table, dtype=np.float64)
+    table[:, 3] = 255.0 * ramp
+    return table.astype(np.uint8)
+
+
+class _ViewBox(pg.ViewBox):
+    """A ViewBox where right drag sets window/level and Ctrl + wheel moves through slices."""
+
+    sig_window_drag = Signal(float, float)
+    sig_window_drag_finished = Signal()
+    sig_slice_step = Signal(int)
+
+    def __init__(self) -> None:
+        super().__init__(lockAspect=True, invertY=True, enableMenu=False)
+        self.setMouseMode(pg.ViewBox.PanMode)
+
+    def mouseDragEvent(self, ev: object, axis: int | None = None) -> None:  # noqa: N802 - Qt API
+        """Right button: window/level; others: the default (left pans)."""
+        if ev.button() == Qt.MouseButton.RightButton:  # type: ignore[attr-defined]
+            ev.accept()  # type: ignore[attr-defined]
+            delta = ev.screenPos() - ev.lastScreenPos()  # type: ignore[attr-defined]
+            self.sig_window_drag.emit(float(delta.x()), float(delta.y()))
+            if ev.isFinish():  # type: ignore[attr-defined]
+                self.sig_window_drag_finished.emit()
+            return
+        super().mouseDragEvent(ev, axis)
+
+    def wheelEvent(self, ev: object, axis: int | None = None) -> None:  # noqa: N802 - Qt API
+        """Ctrl + wheel: next/previous slice; plain wheel: zoom."""
+        if ev.modifiers() & Qt.KeyboardModifier.ControlModifier:  # type: ignore[attr-defined]
+            ev.accept()  # type: ignore[attr-defined]
+            delta = ev.delta() if hasattr(ev, "delta") else ev.angleDelta().y()  # type: ignore[attr-defined]
+            if delta:
+                self.sig_slice_step.emit(-1 if delta > 0 else 1)
+            return
+        super().wheelEvent(ev, axis)
+
+
+class ImageViewer(QWidget):
+    """The main image view with its slice bar, window/level controls and readout.
+
+    Signals
+    -------
+    sig_slice_changed(int)
+        The slice shown changed (0-based index into the series).
+    sig_window_changed(object)
+        The display window changed (a :class:`WindowLevel`).
+    """
+
+    sig_slice_changed = Signal(int)
+    sig_window_changed = Signal(object)
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._records: list[ImageRecord] = []
+        self._heatmaps: list[np.ndarray | None] = []
+        self._index = 0
+        self._window: WindowLevel | None = None
+        self._presets: dict[str, WindowLevel] = {}
+        self._overlay_visible = True
+        self._overlay_opacity = 0.45
+        self._mouse_scene_pos: QPointF | None = None
+
+        self.graphics = pg.GraphicsLayoutWidget()
+        self.graphics.setBackground("k")
+        self.graphics.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
+        self.view = _ViewBox()
+        self.graphics.addItem(self.view, row=0, col=0, rowspan=2)
+        self.image_item = pg.ImageItem(axisOrder="row-major")
+        self.image_item.setAutoDownsample(True)
+        self.view.addItem(self.image_item)
+        self.overlay_item = pg.ImageItem(axisOrder="row-major")
+        self.overlay_item.setZValue(10)
+        self.overlay_item.setLookupTable(overlay_lookup_table())
+        self.overlay_item.setLevels((0.0, 1.0))
+        self.overlay_item.setOpacity(self._overlay_opacity)
+        self.view.addItem(self.overlay_item)
+        self.colour_bar = pg.ColorBarItem(values=(0.0, 1.0), colorMap=pg.colormap.get(OVERLAY_COLOUR_MAP),
+                                          interactive=False, width=14, colorMapMenu=False)
+        self.colour_bar_title = pg.LabelItem("Grad-CAM", color="#dddddd", size="9pt")
+        self.colour_bar_title.setMaximumWidth(70)
+        self.colour_bar_title.setMaximumHeight(22)
+        self.graphics.addItem(self.colour_bar_title, row=0, col=1)
+        self.graphics.addItem(self.colour_bar, row=1, col=1)
+        self.graphics.ci.layout.setRowStretchFactor(0, 0)
+        self.graphics.ci.layout.setRowStretchFactor(1, 1)
+        self.graphics.ci.layout.setColumnStretchFactor(0, 1)
+        self.graphics.ci.layout.setColumnStretchFactor(1, 0)
+        self.colour_bar.setVisible(False)
+        self.colour_bar_title.setVisible(False)
+        self.placeholder = pg.TextItem("Open a file (Ctrl+O) or a DICOM folder (Ctrl+Shift+O),\n"
+                                       "or drop files or folders here.", color=(200, 200, 200),
+                                       anchor=(0.5, 0.5))
+        self.view.addItem(self.placeholder)
+        self.placeholder.setPos(0, 0)
+        self.view.setRange(xRange=(-1, 1), yRange=(-1, 1))
+
+        self.view.sig_window_drag.connect(self._on_window_drag)
+        self.view.sig_slice_step.connect(self.step_slice)
+        self.graphics.scene().sigMouseMoved.connect(self._on_mouse_moved)
+
+        self.slider = QSlider(Qt.Orientation.Horizontal)
+        self.slider.setMinimum(0)
+        self.slider.setMaximum(0)
+        self.slider.setEnabled(False)
+        self.slider.setToolTip("Slice (Up/Down, Page Up/Down, Ctrl + wheel)")
+        self.slider.valueChanged.connect(self.set_slice)
+        self.slice_label = QLabel("")
+        self.slice_label.setMinimumWidth(260)
+        self.fit_button = QToolButton()
+        self.fit_button.setText("Fit")
+        self.fit_button.setToolTip("Fit the image to the window (F)")
+        self.fit_button.clicked.connect(self.fit)
+        self.one_to_one_button = QToolButton()
+        self.one_to_one_button.setText("1:1")
+        self.one_to_one_button.setToolTip("One image pixel per screen pixel (1)")
+        self.one_to_one_button.clicked.connect(self.one_to_one)
+        self.preset_box = QComboBox()
+        self.preset_box.setToolTip("Window presets (right drag: horizontal = width, vertical = level)")
+        self.preset_box.activated.connect(self._on_preset)
+        self.window_label = QLabel("")
+        self.readout = QLabel("")
+        self.readout.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
+
+        bar = QHBoxLayout()
+        bar.setContentsMargins(4, 2, 4, 2)
+        bar.addWidget(QLabel("Slice"))
+        bar.addWidget(self.slider, 1)
+        bar.addWidget(self.slice_label)
+        tools = QHBoxLayout()
+        tools.setContentsMargins(4, 2, 4, 2)
+        tools.addWidget(self.fit_button)
+        tools.addWidget(self.one_to_one_button)
+        tools.addWidget(QLabel("Window"))
+        tools.addWidget(self.preset_box)
+        tools.addWidget(self.window_label)
+        tools.addStretch(1)
+        tools.addWidget(self.readout)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(0)
+        layout.addLayout(tools)
+        layout.addWidget(self.graphics, 1)
+        layout.addLayout(bar)
+
+        self._keys = {
+            Qt.Key.Key_Up: lambda: self.step_slice(-1),
+            Qt.Key.Key_Left: lambda: self.step_slice(-1),
+            Qt.Key.Key_Down: lambda: self.step_slice(1),
+            Qt.Key.Key_Right: lambda: self.step_slice(1),
+            Qt.Key.Key_PageUp: lambda: self.step_slice(-5),
+            Qt.Key.Key_PageDown: lambda: self.step_slice(5),
+            Qt.Key.Key_Home: lambda: self.set_slice(0),
+            Qt.Key.Key_End: lambda: self.set_slice(len(self._records) - 1),
+            Qt.Key.Key_F: self.fit,
+            Qt.Key.Key_1: self.one_to_one,
+        }
+        self.graphics.installEventFilter(self)
+        self.slider.installEventFilter(self)
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt API
+        """Keyboard navigation while the image (or the slice slider) has the focus."""
+        if event.type() == QEvent.Type.KeyPress and self.handle_key(event.key(), event.modifiers()):  # type: ignore[attr-defined]
+            return True
+        return super().eventFilter(watched, event)
+
+    def keyPressEvent(self, event: QKeyEvent) -> None:  # noqa: N802 - Qt API
+        """Keyboard navigation when the viewer itself has the focus."""
+        if not self.handle_key(event.key(), event.modifiers()):
+            super().keyPressEvent(event)
+
+    def handle_key(self, key: int, modifiers: Qt.KeyboardModifier = Qt.KeyboardModifier.NoModifier) -> bool:
+        """Run the action bound to ``key`` (slice navigation, fit, 1:1); True if there was one."""
+        if modifiers & (Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.AltModifier):
+            return False
+        action = self._keys.get(Qt.Key(key))
+        if action is None:
+            return False
+        action()
+        return True
+
+    # ----------------------------------------------------------------------------------------- content
+    @property
+    def records(self) -> list[ImageRecord]:
+        """The images shown (one, or the slices of a series in order)."""
+        return list(self._records)
+
+    @property
+    def current_index(self) -> int:
+        """0-based index of the slice shown."""
+        return self._index
+
+    @property
+    def current_record(self) -> ImageRecord | None:
+        """The image shown, or ``None``."""
+        return self._records[self._index] if self._records else None
+
+    @property
+    def window(self) -> WindowLevel | None:
+        """The current display window."""
+        return self._window
+
+    def set_records(self, records: list[ImageRecord] | tuple[ImageRecord, ...]) -> None:
+        """Show a new image or series (clears the overlay).
+
+        Parameters
+        ----------
+        records : sequence of ImageRecord
+            One image, or the slices of a series in order.
+        """
+        self._records = list(records)
+        self._heatmaps = [None] * len(self._records)
+        self._index = 0
+        self.placeholder.setVisible(not self._records)
+        self.overlay_item.clear()
+        self.colour_bar.setVisible(False)
+        self.colour_bar_title.setVisible(False)
+        self.slider.blockSignals(True)
+        self.slider.setMaximum(max(0, len(self._records) - 1))
+        self.slider.setValue(0)
+        self.slider.blockSignals(False)
+        self.slider.setEnabled(len(self._records) > 1)
+        if not self._records:
+            self.image_item.clear()
+            self.preset_box.clear()
+            self.slice_label.setText("")
+            self.window_label.setText("")
+            self.readout.setText("")
+            return
+        self._presets = window_presets(self._records[0])
+        self.preset_box.blockSignals(True)
+        self.preset_box.clear()
+        self.preset_box.addItems(list(self._presets))
+        self.preset_box.blockSignals(False)
+        self._window = next(iter(self._presets.values()))
+        self._show_current()
+        self.fit()
+        self.sig_slice_changed.emit(self._index)
+        self.sig_window_changed.emit(self._window)
+
+    def set_heatmaps(self, heatmaps: list[np.ndarray | None] | tuple[np.ndarray | None, ...]) -> None:
+        """Attach Grad-CAM maps, one per record (``None`` where there is none).
+
+        Parameters
+        ----------
+        heatmaps : sequence of numpy.ndarray or None
+            float32 (H, W) in [0, 1] at each image's size.
+
+        Raises
+        ------
+        ValueError
+            If the number of maps differs from the number of images, or a map's shape differs from its
+            image's (the overlay would be misaligned).
+        """
+        if len(heatmaps) != len(self._records):
+            raise ValueError(f"got {len(heatmaps)} heat maps for {len(self._records)} images; "
+                             "give one per image (None where there is none)")
+        for heatmap, record in zip(heatmaps, self._records, strict=True):
+            if heatmap is not None and tuple(heatmap.shape[:2]) != record.shape:
+                raise ValueError(f"heat map of shape {heatmap.shape} does not match its image "
+                                 f"{record.shape}; Grad-CAM maps must be at the image's size")
+        self._heatmaps = list(heatmaps)
+        self._show_overlay()
+
+    def clear_heatmaps(self) -> None:
+        """Remove the Grad-CAM overlay."""
+        self._heatmaps = [None] * len(self._records)
+        self._show_overlay()
+
+    # ------------------------------------------------------------------------------------------ slices
+    def set_slice(self, index: int) -> None:
+        """Show slice ``index`` (clamped to the series)."""
+        if not self._records:
+            return
+        index = int(min(max(index, 0), len(self._records) - 1))
+        if index == self._index and self.slider.value() == index and self.image_item.image is not None:
+            return
+        self._index = index
+        self.slider.blockSignals(True)
+        self.slider.setValue(index)
+        self.slider.blockSignals(False)
+        self._show_current()
+        self.sig_slice_changed.emit(index)
+
+    def step_slice(self, step: int) -> None:
+        """Move ``step`` slices (negative: towards the first)."""
+        self.set_slice(self._index + int(step))
+
+    # ---------------------------------------------------------------------------------- window/level
+    def set_window(self, window: WindowLevel) -> None:
+        """Set the display window (width is kept > 0)."""
+        self._window = WindowLevel(float(window.centre), max(float(window.width), 1e-6))
+        self._apply_levels()
+        self.sig_window_changed.emit(self._window)
+
+    def apply_preset(self, name: str) -> None:
+        """Apply the window preset ``name`` (see :func:`window_presets`).
+
+        Raises
+        ------
+        KeyError
+            If the current image has no such preset.
+        """
+        self.set_window(self._presets[name])
+        index = self.preset_box.findText(name)
+        if index >= 0:
+            self.preset_box.setCurrentIndex(index)
+
+    def preset_names(self) -> list[str]:
+        """Names of the presets of the current image."""
+        return list(self._presets)
+
+    def _on_preset(self, index: int) -> None:
+        name = self.preset_box.itemText(index)
+        if name in self._presets:
+            self.set_window(self._presets[name])
+
+    def _on_window_drag(self, dx: float, dy: float) -> None:
+        if self._window is None:
+            return
+        span = self._presets.get("Full range", self._window).width
+        step = max(span, self._window.width) / 500.0
+        width = max(self._window.width + dx * step, span / 1000.0)
+        centre = self._window.centre - dy * step
+        self.set_window(WindowLevel(centre, width))
+
+    def _apply_levels(self) -> None:
+        if self._window is None or self.image_item.image is None:
+            return
+        self.image_item.setLevels(self._window.levels)
+        self.window_label.setText(f"C {self._window.centre:.4g}  W {self._window.width:.4g}")
+
+    # ----------------------------------------------------------------------------------------- overlay
+    def set_overlay_visible(self, visible: bool) -> None:
+        """Show or hide the Grad-CAM overlay and its colour bar."""
+        self._overlay_visible = bool(visible)
+        self._show_overlay()
+
+    @property
+    def overlay_visible(self) -> bool:
+        """Whether the overlay is switched on."""
+        return self._overlay_visible
+
+    def set_overlay_opacity(self, opacity: float) -> None:
+        """Set the overlay opacity in [0, 1]."""
+        self._overlay_opacity = min(1.0, max(0.0, float(opacity)))
+        self.overlay_item.setOpacity(self._overlay_opacity)
+
+    @property
+    def overlay_opacity(self) -> float:
+        """The overlay opacity in [0, 1]."""
+        return self._overlay_opacity
+
+    def has_overlay(self) -> bool:
+        """Whether the current slice has a heat map drawn."""
+        return bool(self._heatmaps) and self._heatmaps[self._index] is not None and self.overlay_item.isVisible()
+
+    def _show_overlay(self) -> None:
+        heatmap = self._heatmaps[self._index] if self._heatmaps else None
+        if heatmap is None:
+            self.overlay_item.clear()
+            self.overlay_item.setVisible(False)
+            self.colour_bar.setVisible(False)
+            self.colour_bar_title.setVisible(False)
+            return
+        self.overlay_item.setImage(np.clip(heatmap, 0.0, 1.0).astype(np.float32), autoLevels=False,
+                                   levels=(0.0, 1.0))
+        self.overlay_item.setRect(0, 0, heatmap.shape[1], heatmap.shape[0])
+        self.overlay_item.setOpacity(self._overlay_opacity)
+        self.overlay_item.setVisible(self._overlay_visible)
+        self.colour_bar.setVisible(self._overlay_visible)
+        self.colour_bar_title.setVisible(self._overlay_visible)
+
+    # ----------------------------------------------------------------------------------------- display
+    def _show_current(self) -> None:
+        record = self._records[self._index]
+        pixels = record.pixels
+        image = pixels if pixels.ndim == 2 else pixels[:, :, :3]
+        levels = self._window.levels if self._window else None
+        self.image_item.setImage(image, autoLevels=False, levels=levels)
+        self.image_item.setRect(0, 0, record.shape[1], record.shape[0])
+        lut = None
+        if record.inverted and pixels.ndim == 2:
+            lut = np.repeat(np.arange(255, -1, -1, dtype=np.uint8)[:, None], 3, axis=1)
+        self.image_item.setLookupTable(lut)
+        self._apply_levels()
+        self._show_overlay()
+        self._update_slice_label()
+        self._update_readout()
+
+    def _update_slice_label(self) -> None:
+        if not self._records:
+            self.slice_label.setText("")
+            return
+        meta = self._records[self._index].metadata
+        parts = [f"{self._index + 1} / {len(self._records)}"]
+        if meta.instance_number is not None:
+            parts.append(f"instance {meta.instance_number}")
+        if meta.frame_index is not None:
+            parts.append(f"frame {meta.frame_index + 1}")
+        if meta.slice_position_mm is not None:
+            parts.append(f"position {meta.slice_position_mm:.1f} mm")
+        self.slice_label.setText(" · ".join(parts))
+
+    def slice_text(self) -> str:
+        """The slice label (index, instance number, slice position)."""
+        return self.slice_label.text()
+
+    def fit(self) -> None:
+        """Fit the whole image in the view."""
+        record = self.current_record
+        if record is None:
+            return
+        height, width = record.shape
+        self.view.setRange(xRange=(0, width), yRange=(0, height), padding=0.02)
+
+    def one_to_one(self) -> None:
+        """Zoom so one image pixel covers one screen pixel, keeping the view centre."""
+        if self.current_record is None:
+            return
+        rect = self.view.sceneBoundingRect()
+        ratio = self.graphics.devicePixelRatioF() or 1.0
+        view_w, view_h = rect.width() / ratio, rect.height() / ratio
+        (x0, x1), (y0, y1) = self.view.viewRange()
+        cx, cy = (x0 + x1) / 2.0, (y0 + y1) / 2.0
+        self.view.setRange(xRange=(cx - view_w / 2.0, cx + view_w / 2.0),
+                           yRange=(cy - view_h / 2.0, cy + view_h / 2.0), padding=0)
+
+    def zoom_factor(self) -> float:
+        """Screen pixels per image pixel (horizontal)."""
+        (x0, x1), _ = self.view.viewRange()
+        span = x1 - x0
+        return self.view.sceneBoundingRect().width() / span if span > 0 else math.nan
+
+    # ----------------------------------------------------------------------------------------- readout
+    def _on_mouse_moved(self, scene_pos: QPointF) -> None:
+        self._mouse_scene_pos = scene_pos
+        self._update_readout()
+
+    def pixel_readout(self, x: float, y: float) -> str:
+        """The readout text for image coordinates ``(x, y)`` = (column, row), in pixels.
+
+        Returns
+        -------
+        str
+            ``"x 12  y 40  value 531"`` plus the position in mm when the pixel spacing is known and the
+            Grad-CAM value when a heat map is shown; empty outside the image.
+        """
+        record = self.current_record
+        if record is None:
+            return ""
+        col, row = int(math.floor(x)), int(math.floor(y))
+        height, width = record.shape
+        if not (0 <= row < height and 0 <= col < width):
+            return ""
+        value = record.pixels[row, col]
+        if np.ndim(value) == 0:
+            value_text = f"{float(value):.6g}"
+        else:
+            value_text = "(" + ", ".join(f"{float(v):.4g}" for v in np.ravel(value)[:3]) + ")"
+        text = f"x {col}  y {row}  value {value_text}"
+        spacing = record.metadata.pixel_spacing_mm
+        if spacing is not None:
+            text += f"  ({col * spacing[1]:.1f}, {row * spacing[0]:.1f}) mm"
+        heatmap = self._heatmaps[self._index] if self._heatmaps else None
+        if heatmap is not None and self._overlay_visible:
+            text += f"  Grad-CAM {float(heatmap[row, col]):.2f}"
+        return text
+
+    def _update_readout(self) -> None:
+        if self._mouse_scene_pos is None or self.current_record is None:
+            return
+        if not self.view.sceneBoundingRect().contains(self._mouse_scene_pos):
+            self.readout.setText("")
+            return
+        point = self.view.mapSceneToView(self._mouse_scene_pos)
+        self.readout.setText(self.pixel_readout(point.x(), point.y()))

@@ -1,0 +1,582 @@
+"""The model worker: the one thread that owns TensorFlow and the loaded models.
+
+The window never imports TensorFlow. :class:`ModelService` (GUI thread) starts a ``QThread`` and moves a
+:class:`ModelWorker` onto it; the worker's first job imports TensorFlow and discovers the model packs
+(:meth:`ModelWorker.load`). Requests sent meanwhile wait in the thread's event queue and run, in order,
+when loading is done.
+
+The worker calls the same :mod:`asdesk.tasks` functions as the command line (``analyze_records`` /
+``analyze_series`` for the viewer, ``screen_folder`` for screening) with a :class:`SignalProgress` and a
+:class:`~asdesk.core.CancelToken`. Results come back as dataclasses through ``sig_*`` signals; errors as
+:class:`~asdesk.gui.jobs.JobFailure`.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QObject, QThread, Signal, Slot
+
+from asdesk.core import AnalysisResult, CancelToken, ImageRecord, SeriesResult
+from asdesk.gui.jobs import JobFailure, ProgressEvent, SignalProgress, failure_from_exception, next_job_id
+
+LOGGER = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ModelsStatus:
+    """What :meth:`ModelWorker.load` found.
+
+    Attributes
+    ----------
+    packs : tuple of asdesk.inference.ModelPack
+        Valid model packs (bundled and the user's), sorted by id.
+    errors : tuple of str
+        Packs that could not be used, with the reason.
+    device : str
+        Where models run, e.g. ``"CPU (2 threads)"`` or ``"GPU:0 (...)"``; empty when TensorFlow failed.
+    error : str
+        Why TensorFlow or the pack discovery failed; empty on success.
+    load_seconds : float
+        Time spent importing TensorFlow and discovering packs.
+    """
+
+    packs: tuple[Any, ...]
+    errors: tuple[str, ...]
+    device: str
+    error: str = ""
+    load_seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class AnalyzeRequest:
+    """Analyse images already read for display.
+
+    Attributes
+    ----------
+    job_id : int
+    records : tuple of ImageRecord
+        One image, or the slices of a series in order.
+    source : str
+        The file or folder they came from (for messages and logs).
+    model_id : str
+        Pack id, or empty to choose by modality and body part.
+    operating_point : str
+        Operating point, or empty for the card's default.
+    preprocessing : tuple of dict or None
+        A modified pipeline (from the preprocessing panel), or ``None`` for the card's own.
+    read_errors : tuple of str
+        Files of the series that could not be read (kept in the :class:`SeriesResult`).
+    cancel : CancelToken
+    """
+
+    job_id: int
+    records: tuple[ImageRecord, ...]
+    source: str
+    model_id: str = ""
+    operating_point: str = ""
+    preprocessing: tuple[dict[str, Any], ...] | None = None
+    read_errors: tuple[str, ...] = ()
+    cancel: CancelToken = field(default_factory=CancelToken)
+
+
+@dataclass(frozen=True)
+class AnalysisOutcome:
+    """The result of an :class:`AnalyzeRequest`.
+
+    Attributes
+    ----------
+    job_id : int
+    source : str
+    results : tuple of AnalysisResult
+        One per image, in order.
+    series : SeriesResult or None
+        For a series: the per-slice results and the study-level result.
+    card : asdesk.inference.card.ModelCard
+        The card of the model used.
+    device : str
+        Where the model ran.
+    preprocessing : tuple of dict
+        The pipeline used.
+    preprocessing_modified : bool
+        True when it departs from the card's.
+    elapsed_s : float
+    """
+
+    job_id: int
+    source: str
+    results: tuple[AnalysisResult, ...]
+    series: SeriesResult | None
+    card: Any
+    device: str
+    preprocessing: tuple[dict[str, Any], ...]
+    preprocessing_modified: bool
+    elapsed_s: float
+
+    @property
+    def report_result(self) -> AnalysisResult | SeriesResult:
+        """What a PDF report of this outcome shows."""
+        return self.series if self.series is not None else self.results[0]
+
+
+@dataclass(frozen=True)
+class ScreenRequest:
+    """Screen a folder with :func:`asdesk.tasks.screen_folder`.
+
+    Attributes
+    ----------
+    job_id : int
+    folder : Path
+    csv_path : Path
+    model_id : str
+        Empty: per image by modality and body part.
+    operating_point : str
+        Empty: each card's default.
+    reports_dir : Path or None
+    cancel : CancelToken
+    """
+
+    job_id: int
+    folder: Path
+    csv_path: Path
+    model_id: str = ""
+    operating_point: str = ""
+    reports_dir: Path | None = None
+    cancel: CancelToken = field(default_factory=CancelToken)
+
+
+@dataclass(frozen=True)
+class ScreenOutcome:
+    """How a screening run ended.
+
+    Attributes
+    ----------
+    job_id : int
+    summary : asdesk.tasks.screening.ScreeningSummary or None
+        Counts, CSV path and time (also after a cancel).
+    cancelled : bool
+    message : str
+        One line for the status bar.
+    """
+
+    job_id: int
+    summary: Any
+    cancelled: bool
+    message: str
+
+
+def _same_pipeline(card_steps: Sequence[Mapping[str, Any]], steps: Sequence[Mapping[str, Any]]) -> bool:
+    from asdesk.gui.preprocessing_panel import canonical_steps
+
+    return canonical_steps(card_steps) == canonical_steps(steps)
+
+
+class ModelWorker(QObject):
+    """Lives on the model thread; every slot runs there.
+
+    Signals
+    -------
+    sig_models_ready(ModelsStatus)
+    sig_started(int)
+        A job started running (it may have waited in the queue).
+    sig_progress(ProgressEvent)
+    sig_analysis_done(AnalysisOutcome)
+    sig_screen_row(ScreeningRow)
+        One screening row, after it is on disk.
+    sig_screen_done(ScreenOutcome)
+    sig_failed(JobFailure)
+        A job raised (also when cancelled: ``failure.cancelled``).
+    """
+
+    sig_models_ready = Signal(object)
+    sig_started = Signal(int)
+    sig_progress = Signal(object)
+    sig_analysis_done = Signal(object)
+    sig_screen_row = Signal(object)
+    sig_screen_done = Signal(object)
+    sig_failed = Signal(object)
+
+    def __init__(self, model_directories: Sequence[Path] | None = None, preload: Sequence[str] = (),
+                 max_preload: int = 2) -> None:
+        super().__init__()
+        self._directories = model_directories
+        self._engines: Any = None
+        self._preload = tuple(preload)
+        self._max_preload = max_preload
+        self.device = ""
+
+    def _cache(self) -> Any:  # noqa: ANN401
+        if self._engines is None:
+            from asdesk.tasks.engines import EngineCache, default_engines
+
+            self._engines = default_engines() if self._directories is None else EngineCache(self._directories)
+        return self._engines
+
+    @Slot()
+    def load(self) -> None:
+        """Import TensorFlow, configure the device and discover the model packs."""
+        start = time.perf_counter()
+        try:
+            from asdesk.inference import configure_device
+
+            self.device = configure_device()
+            cache = self._cache()
+            cache.refresh()
+            packs, errors = cache.packs()
+            errors = [str(e) for e in errors] + self._warm_up(packs)
+            status = ModelsStatus(tuple(packs), tuple(errors), self.device, load_seconds=time.perf_counter() - start)
+        except Exception as error:  # noqa: BLE001 - reported to the window, never a crash
+            LOGGER.exception("could not start the model runtime")
+            status = ModelsStatus((), (), "", error=f"{type(error).__name__}: {error}",
+                                  load_seconds=time.perf_counter() - start)
+        self.sig_models_ready.emit(status)
+
+    def _warm_up(self, packs: Sequence[Any]) -> list[str]:
+        """Load and trace the models likely to be used, while the window says "Loading models…".
+
+        Building a ``tf.function`` graph holds the GIL for a few hundred ms (measured: up to ~330 ms with
+        the GUI thread starved meanwhile); doing it now, for batches of 1 and 2 (after which
+        ``reduce_retracing`` generalises the batch size), keeps it out of later analyses and screening runs.
+        Preloaded: the packs named in ``preload`` (the default model), else all packs when there are at most
+        ``max_preload`` of them.
+
+        Returns
+        -------
+        list of str
+            Packs that failed to load (reported like broken packs).
+        """
+        import numpy as np
+
+        wanted = [p for p in packs if p.card.id in self._preload] or (
+            list(packs) if len(packs) <= self._max_preload else [])
+        problems = []
+        for pack in wanted:
+            try:
+                engine = self._cache().engine_for_pack(pack)
+                engine.load()
+                for size in (1, 2):
+                    batch = np.zeros((size, *pack.card.input_shape), dtype=np.float32)
+                    engine.probabilities(batch)
+                    engine.gradcam().raw(batch)
+            except Exception as error:  # noqa: BLE001 - a broken pack must not stop the others
+                LOGGER.warning("could not preload model pack %s: %s", pack.card.id, error)
+                problems.append(f"model pack {pack.card.id!r} could not be loaded: {error}")
+        return problems
+
+    @Slot()
+    def refresh_packs(self) -> None:
+        """Scan the model folders again (after a pack was installed)."""
+        self.load()
+
+    @Slot(object)
+    def analyze(self, request: AnalyzeRequest) -> None:
+        """Run an :class:`AnalyzeRequest` (``asdesk.tasks.analyze_records``)."""
+        from asdesk.tasks import analysis
+
+        self.sig_started.emit(request.job_id)
+        progress = SignalProgress(request.job_id)
+        progress.sig_progress.connect(self.sig_progress.emit)
+        start = time.perf_counter()
+        try:
+            request.cancel.raise_if_cancelled()
+            cache = self._cache()
+            if not request.records:
+                self._analyze_path(request, progress, start)
+                return
+            records = list(request.records)
+            engine = cache.select(records[0], request.model_id or None)
+            engine.load()
+            card = engine.card
+            steps = tuple(dict(s) for s in (request.preprocessing or card.preprocessing))
+            modified = request.preprocessing is not None and not _same_pipeline(card.preprocessing, steps)
+            operating_point = request.operating_point or None
+            if operating_point is not None and operating_point not in card.operating_points:
+                operating_point = None
+            if not modified:
+                outcome = analysis.analyze_records(
+                    records, model_id=card.id, operating_point=operating_point, gradcam=True,
+                    progress=progress, cancel=request.cancel, engines=cache, errors=request.read_errors)
+            else:
+                from asdesk.preprocess import build_pipeline
+
+                variant = copy.copy(engine)  # shares the loaded model; only the pipeline differs
+                variant.pipeline = build_pipeline(steps)
+                LOGGER.warning("analysing %s with preprocessing modified from card %s: outside validation",
+                               Path(request.source).name, card.id)
+                if len(records) > 1:
+                    outcome = analysis.analyze_series(records, variant, operating_point, True, progress,
+                                                      request.cancel, request.read_errors)
+                else:
+                    progress.start(1, f"Analysing with {card.id} (modified preprocessing)")
+                    try:
+                        outcome = analysis.analyze_image(records[0], variant, operating_point, True,
+                                                         request.cancel)
+                        progress.advance(1, Path(request.source).name)
+                    finally:
+                        progress.finish()
+            if isinstance(outcome, SeriesResult):
+                results, series = tuple(outcome.slices), outcome
+            else:
+                results, series = (outcome,), None
+            elapsed = time.perf_counter() - start
+            LOGGER.info("analysed %s: %d image(s) with %s %s in %.2f s", Path(request.source).name,
+                        len(results), card.id, card.version, elapsed)
+            self.sig_analysis_done.emit(AnalysisOutcome(request.job_id, request.source, results, series, card,
+                                                        engine.device or self.device, steps, modified, elapsed))
+        except BaseException as error:  # noqa: BLE001 - every failure goes back to the window
+            self.sig_failed.emit(failure_from_exception(request.job_id, error))
+
+    def _analyze_path(self, request: AnalyzeRequest, progress: SignalProgress, start: float) -> None:
+        """Read and analyse a path exactly as ``asdesk analyze`` does (``asdesk.tasks.analyze_path``)."""
+        from asdesk.tasks import analysis
+
+        cache = self._cache()
+        outcome = analysis.analyze_path(request.source, model_id=request.model_id or None,
+                                        operating_point=request.operating_point or None, gradcam=True,
+                                        progress=progress, cancel=request.cancel, engines=cache)
+        if isinstance(outcome, SeriesResult):
+            results, series = tuple(outcome.slices), outcome
+        else:
+            results, series = (outcome,), None
+        card = cache.find(pack_id=results[0].model.pack_id).card
+        engine = cache.engine_for_pack(cache.find(pack_id=card.id))
+        self.sig_analysis_done.emit(AnalysisOutcome(
+            request.job_id, request.source, results, series, card, engine.device or self.device,
+            tuple(dict(s) for s in card.preprocessing), False, time.perf_counter() - start))
+
+    @Slot(object)
+    def screen(self, request: ScreenRequest) -> None:
+        """Run a :class:`ScreenRequest` (``asdesk.tasks.screen_folder``)."""
+        from asdesk.gui.screening import ScreeningRow
+        from asdesk.tasks.screening import ScreeningCancelledError, screen_folder
+
+        self.sig_started.emit(request.job_id)
+        progress = SignalProgress(request.job_id, min_interval_s=0.1)
+        progress.sig_progress.connect(self.sig_progress.emit)
+
+        def on_row(item: object) -> None:
+            self.sig_screen_row.emit(ScreeningRow.from_any(item))
+
+        try:
+            request.csv_path.parent.mkdir(parents=True, exist_ok=True)
+            summary = screen_folder(request.folder, request.csv_path, model_id=request.model_id or None,
+                                    operating_point=request.operating_point or None,
+                                    reports_dir=request.reports_dir, progress=progress, cancel=request.cancel,
+                                    on_row=on_row, engines=self._cache())
+            message = (f"Screening finished: {summary.n_done} analysed, {summary.n_errors} error(s), "
+                       f"{summary.n_skipped_resumed} already done, in {summary.elapsed_s:.0f} s.")
+            self.sig_screen_done.emit(ScreenOutcome(request.job_id, summary, False, message))
+        except ScreeningCancelledError as error:
+            summary = error.summary
+            self.sig_screen_done.emit(ScreenOutcome(
+                request.job_id, summary, True,
+                f"Screening cancelled after {summary.n_done + summary.n_errors} image(s); the rows are saved, "
+                "start again to resume."))
+        except BaseException as error:  # noqa: BLE001
+            failure = failure_from_exception(request.job_id, error)
+            self.sig_failed.emit(failure)
+            self.sig_screen_done.emit(ScreenOutcome(request.job_id, None, failure.cancelled, failure.message))
+
+
+class ModelThread(QThread):
+    """The model worker's thread, whose event loop runs inside one Python call.
+
+    With a plain ``QThread`` every queued slot call enters Python afresh: PySide creates a Python thread
+    state for the call and destroys it afterwards. TensorFlow keeps per-thread eager state tied to that
+    Python thread state, and loading a Keras model in a later slot then crashes (segmentation fault in
+    ``convert_to_eager_tensor``; reproduced here with TensorFlow 2.21 / PySide6 6.12). Running ``exec()``
+    from a Python ``run()`` keeps one thread state for the thread's whole life, so every slot runs inside it.
+    """
+
+    def run(self) -> None:
+        """Run the thread's event loop inside a Python frame."""
+        self.exec()
+
+
+class ModelService(QObject):
+    """The GUI-thread side of the model worker: starts it, queues requests, cancels and stops it.
+
+    Parameters
+    ----------
+    model_directories : sequence of Path, optional
+        Model folders to search instead of the bundled and user ones (tests).
+    parent : QObject, optional
+    preload : sequence of str
+        Pack ids to load and trace while "Loading models…" (the default model); see
+        :meth:`ModelWorker._warm_up`.
+
+    Signals
+    -------
+    sig_models_ready(ModelsStatus), sig_started(int), sig_progress(ProgressEvent),
+    sig_analysis_done(AnalysisOutcome), sig_screen_row(ScreeningRow), sig_screen_done(ScreenOutcome),
+    sig_failed(JobFailure)
+        Forwarded from the worker, delivered on the GUI thread.
+    """
+
+    sig_models_ready = Signal(object)
+    sig_started = Signal(int)
+    sig_progress = Signal(object)
+    sig_analysis_done = Signal(object)
+    sig_screen_row = Signal(object)
+    sig_screen_done = Signal(object)
+    sig_failed = Signal(object)
+
+    _sig_load = Signal()
+    _sig_analyze = Signal(object)
+    _sig_screen = Signal(object)
+
+    def __init__(self, model_directories: Sequence[Path] | None = None, parent: QObject | None = None,
+                 preload: Sequence[str] = ()) -> None:
+        super().__init__(parent)
+        self.status: ModelsStatus | None = None
+        self._pending: dict[int, CancelToken] = {}
+        self._thread = ModelThread()
+        self._thread.setObjectName("asdesk-model-worker")
+        self.worker = ModelWorker(model_directories, preload=preload)
+        self.worker.moveToThread(self._thread)
+        self._sig_load.connect(self.worker.load)
+        self._sig_analyze.connect(self.worker.analyze)
+        self._sig_screen.connect(self.worker.screen)
+        self.worker.sig_models_ready.connect(self._on_models_ready)
+        self.worker.sig_started.connect(self.sig_started)
+        self.worker.sig_progress.connect(self.sig_progress)
+        self.worker.sig_analysis_done.connect(self._on_analysis_done)
+        self.worker.sig_screen_row.connect(self.sig_screen_row)
+        self.worker.sig_screen_done.connect(self._on_screen_done)
+        self.worker.sig_failed.connect(self._on_failed)
+        self._started = False
+
+    # --------------------------------------------------------------------------------------- lifecycle
+    def start(self) -> None:
+        """Start the thread and ask it to load TensorFlow and the packs (returns at once)."""
+        if self._started:
+            return
+        self._started = True
+        self._thread.start()
+        self._sig_load.emit()
+
+    def refresh(self) -> None:
+        """Discover the model packs again (queued behind running jobs)."""
+        self._sig_load.emit()
+
+    @property
+    def ready(self) -> bool:
+        """Whether TensorFlow and the packs are loaded."""
+        return self.status is not None
+
+    @property
+    def packs(self) -> tuple[Any, ...]:
+        """The packs found (empty before :attr:`sig_models_ready`)."""
+        return self.status.packs if self.status else ()
+
+    @property
+    def busy(self) -> bool:
+        """Whether a job is queued or running."""
+        return bool(self._pending)
+
+    def shutdown(self, timeout_ms: int = 5000) -> bool:
+        """Cancel every job and stop the thread, waiting at most ``timeout_ms``.
+
+        Returns
+        -------
+        bool
+            True if the thread stopped in time.
+        """
+        for token in self._pending.values():
+            token.cancel()
+        if not self._thread.isRunning():
+            return True
+        self._thread.quit()
+        stopped = self._thread.wait(timeout_ms)
+        if not stopped:
+            LOGGER.warning("the model worker did not stop within %d ms", timeout_ms)
+        return bool(stopped)
+
+    # ------------------------------------------------------------------------------------------- jobs
+    def analyze(self, records: Sequence[ImageRecord], source: str, model_id: str = "", operating_point: str = "",
+                preprocessing: Sequence[Mapping[str, Any]] | None = None,
+                read_errors: Sequence[str] = ()) -> int:
+        """Queue an analysis; returns its job id at once.
+
+        Parameters
+        ----------
+        records : sequence of ImageRecord
+            One image or the slices of a series; empty to read ``source`` on the worker and analyse it
+            exactly as ``asdesk analyze`` does (``asdesk.tasks.analyze_path``).
+        source : str
+            The path they came from.
+        model_id : str
+            Pack id, or empty to choose by modality and body part.
+        operating_point : str
+            Or empty for the card's default.
+        preprocessing : sequence of mapping, optional
+            A modified pipeline (the preprocessing panel's), or ``None`` for the card's.
+        read_errors : sequence of str
+            Unreadable files of the series.
+
+        Returns
+        -------
+        int
+            The job id, as in the signals.
+        """
+        self.start()
+        request = AnalyzeRequest(next_job_id(), tuple(records), str(source), model_id, operating_point,
+                                 None if preprocessing is None else tuple(dict(s) for s in preprocessing),
+                                 tuple(read_errors))
+        self._pending[request.job_id] = request.cancel
+        self._sig_analyze.emit(request)
+        return request.job_id
+
+    def screen(self, folder: str | Path, csv_path: str | Path, model_id: str = "", operating_point: str = "",
+               reports_dir: str | Path | None = None) -> int:
+        """Queue a screening run; returns its job id at once."""
+        self.start()
+        request = ScreenRequest(next_job_id(), Path(folder), Path(csv_path), model_id, operating_point,
+                                None if reports_dir is None else Path(reports_dir))
+        self._pending[request.job_id] = request.cancel
+        self._sig_screen.emit(request)
+        return request.job_id
+
+    def cancel(self, job_id: int | None = None) -> None:
+        """Cancel one job (or all when ``job_id`` is ``None``); it stops at its next check."""
+        for pending, token in list(self._pending.items()):
+            if job_id is None or pending == job_id:
+                token.cancel()
+
+    def is_pending(self, job_id: int) -> bool:
+        """Whether the job is queued or running."""
+        return job_id in self._pending
+
+    def _on_models_ready(self, status: ModelsStatus) -> None:
+        self.status = status
+        self.sig_models_ready.emit(status)
+
+    def _on_analysis_done(self, outcome: AnalysisOutcome) -> None:
+        self._pending.pop(outcome.job_id, None)
+        self.sig_analysis_done.emit(outcome)
+
+    def _on_screen_done(self, outcome: ScreenOutcome) -> None:
+        self._pending.pop(outcome.job_id, None)
+        self.sig_screen_done.emit(outcome)
+
+    def _on_failed(self, failure: JobFailure) -> None:
+        self._pending.pop(failure.job_id, None)
+        self.sig_failed.emit(failure)
+
+
+__all__ = [
+    "AnalysisOutcome",
+    "AnalyzeRequest",
+    "ModelService",
+    "ModelWorker",
+    "ModelsStatus",
+    "ProgressEvent",
+    "ScreenOutcome",
+    "ScreenRequest",
+]

@@ -1,0 +1,62 @@
+"""The real window on a real X server (Xvfb): open the SI-joint STIR series, analyse, screenshot.
+
+Runs ``tests/gui_xvfb/run_window.py`` under ``xvfb-run`` (apt package ``xvfb`` and Qt's xcb libraries, e.g.
+``libxcb-cursor0``). The model is a tiny REAL pack with random weights (TEST DATA) unless packs are
+installed. The screenshot is checked for the Grad-CAM overlay (coloured pixels over the image) and kept in
+``$ASDESK_SCREENSHOT_DIR`` when that variable is set, so a person can look at it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO.parent / "shared" / "data"
+if not DATA.is_dir():
+    DATA = Path("/work/shared/data")
+STIR_DIR = DATA / "sij-mri-dicom" / "patient1" / "STIR"
+DRIVER = REPO / "tests" / "gui_xvfb" / "run_window.py"
+
+pytestmark = [
+    pytest.mark.gui,
+    pytest.mark.skipif(shutil.which("xvfb-run") is None, reason="xvfb-run is not installed (apt install xvfb)"),
+    pytest.mark.skipif(not STIR_DIR.is_dir(), reason="real STIR series missing"),
+]
+
+
+def test_real_window_under_xvfb_shows_the_overlay(tmp_path: Path):
+    out = tmp_path / "stir-window.png"
+    env = {key: value for key, value in os.environ.items() if key != "QT_QPA_PLATFORM"}
+    env.update(ASDESK_HOME=str(tmp_path / "home"), TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(REPO))
+    command = ["xvfb-run", "-a", "-s", "-screen 0 1600x1000x24", sys.executable, str(DRIVER), "--out", str(out),
+               "--timeout", "240", str(STIR_DIR)]
+    completed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=400, check=False)
+    stdout = completed.stdout
+    assert completed.returncode == 0, f"driver failed ({completed.returncode}):\n{stdout}\n{completed.stderr[-3000:]}"
+    summary = json.loads(stdout[stdout.index("{"):])
+    assert summary["platform"] == "xcb" and summary["images"] == 15 and summary["overlay_visible"]
+    assert summary["window_shown_s"] < summary["result_s"]  # the window was up before the first result
+    assert not summary["notices"], summary["notices"]
+    from PIL import Image
+
+    image = np.asarray(Image.open(out).convert("RGB")).astype(np.int16)
+    height, width, _ = image.shape
+    assert width >= 1400 and height >= 900
+    # The viewer (left ~60 % of the window, below the toolbar) holds the image with the coloured heat map.
+    viewer = image[int(height * 0.15):int(height * 0.85), int(width * 0.15):int(width * 0.6)]
+    saturation = viewer.max(axis=2) - viewer.min(axis=2)
+    assert (saturation > 60).mean() > 0.05, "no Grad-CAM colours over the image"
+    grey = saturation < 12
+    assert grey.mean() > 0.02, "no grey-scale anatomy visible"
+    keep = os.environ.get("ASDESK_SCREENSHOT_DIR")
+    if keep:
+        Path(keep).mkdir(parents=True, exist_ok=True)
+        shutil.copy(out, Path(keep) / out.name)
