@@ -38,6 +38,17 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _qt_application(qapp: Any) -> Any:  # noqa: ANN401
+    """Create pytest-qt's ``QApplication`` before any test runs.
+
+    In-process PDF reports call :func:`asdesk.report.pdf.ensure_gui_application`, which creates a plain
+    ``QGuiApplication`` when none exists; a widget test after that (in any order) would abort, because a
+    ``QWidget`` needs a ``QApplication``. Making the ``QApplication`` first, once, serves both.
+    """
+    return qapp
+
+
 @pytest.fixture(autouse=True)
 def asdesk_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Point ``ASDESK_HOME`` (user data, config, logs) at a fresh temporary folder for every test."""

@@ -69,16 +69,6 @@ TEST_CARD = {  # TEST DATA: a card-shaped dict, not a real model's card
 }
 
 
-@pytest.fixture(autouse=True)
-def _qt_application(request):
-    """Share pytest-qt's QApplication when the plugin is there, so that widget tests later in the same
-    session still get a QApplication (a plain QGuiApplication made first would block them)."""
-    try:
-        request.getfixturevalue("qapp")
-    except pytest.FixtureLookupError:
-        ensure_gui_application()
-
-
 def gaussian_blob(shape: tuple[int, int], centre: tuple[float, float], sigma: float) -> np.ndarray:
     rows, columns = np.mgrid[0:shape[0], 0:shape[1]].astype(np.float32)
     return np.exp(-((rows - centre[0]) ** 2 + (columns - centre[1]) ** 2) / (2 * sigma**2)).astype(np.float32)

@@ -79,7 +79,8 @@ def _config(args: argparse.Namespace) -> TrainConfig:
 
 
 def cross_validate(dataset: Dataset, config: TrainConfig, spec: list[dict[str, Any]], split: str,
-                   progress: ProgressSink | None = None) -> tuple[np.ndarray, list[int], list[int], list[dict]]:
+                   progress: ProgressSink | None = None
+                   ) -> tuple[np.ndarray, list[int], list[int], list[dict], tuple[Any, FeatureCache]]:
     """Out-of-fold probabilities by leave-one-patient-out or grouped 5-fold cross-validation.
 
     The frozen-backbone features are computed once and shared by all folds; fine-tuning (if configured)
@@ -93,6 +94,9 @@ def cross_validate(dataset: Dataset, config: TrainConfig, spec: list[dict[str, A
         Best epochs per fold.
     folds : list of dict
         Per-fold summary (held-out patients, sizes, best epochs).
+    shared : tuple
+        ``(model, cache)``: the frozen-backbone classifier and its feature cache, which the final
+        all-patients model reuses when there is no fine-tuning (the same features, computed once).
     """
     pipeline = build_pipeline(spec)
     shape = pipeline.input_shape
@@ -123,7 +127,7 @@ def cross_validate(dataset: Dataset, config: TrainConfig, spec: list[dict[str, A
                       "fine_tune_epochs": result.fine_tune_epochs_run})
         LOGGER.info("fold %s: %d test images, best head epoch %d", fold.name, len(fold.test),
                     result.head_epochs_run)
-    return probabilities, head_epochs, tune_epochs, folds
+    return probabilities, head_epochs, tune_epochs, folds, (base, cache)
 
 
 def nested_decisions(labels: np.ndarray, probabilities: np.ndarray, groups: np.ndarray) -> dict[str, np.ndarray]:
@@ -170,11 +174,12 @@ def main_train(args: argparse.Namespace, progress: ProgressSink | None = None) -
     split = args.split or ("lopo" if args.task == "sij-stir" else "holdout")
     protocol: dict[str, Any] = {"split": split, "seed": config.seed}
     if split in ("lopo", "group-kfold"):
-        oof, head_epochs, tune_epochs, folds = cross_validate(dataset, config, spec, split, sink)
+        oof, head_epochs, tune_epochs, folds, (base, cache) = cross_validate(dataset, config, spec, split, sink)
         points = choose_operating_points(dataset.labels, oof)
+        reuse = {"cache": cache, "model": base} if not config.fine_tune_epochs else {}
         final = fit(dataset.images, dataset.labels, np.arange(len(dataset.labels)), None, config,
                     pipeline.normalise, shape, head_epochs=median_epochs(head_epochs),
-                    fine_tune_epochs=median_epochs(tune_epochs) if config.fine_tune_epochs else 0)
+                    fine_tune_epochs=median_epochs(tune_epochs) if config.fine_tune_epochs else 0, **reuse)
         decisions = nested_decisions(dataset.labels, oof, dataset.groups)
         performance = performance_block(
             dataset.labels, oof, dataset.groups, points, decisions=decisions,
