@@ -119,6 +119,12 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
     )
     parser.add_argument("--version", action="version", version=f"asdesk {asdesk.__version__}")
+    parser.add_argument(
+        "--self-test",
+        action="store_true",
+        help="analyse the bundled sample headless, write a PDF report to a temporary folder, check both and "
+        "exit (0: passed, 2: failed)",
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     analyze = commands.add_parser(
@@ -644,8 +650,28 @@ def command_models(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def require_training_extra() -> None:
+    """Check that the training extra's packages are installed before a long run starts.
+
+    Raises
+    ------
+    AsdeskError
+        scikit-learn, nibabel or matplotlib is missing (a runtime-only install, or the desktop bundle);
+        the message says how to install them.
+    """
+    import importlib.util
+
+    missing = [name for module, name in (("sklearn", "scikit-learn"), ("nibabel", "nibabel"),
+                                         ("matplotlib", "matplotlib")) if importlib.util.find_spec(module) is None]
+    if missing:
+        raise AsdeskError(f"training and evaluation need {', '.join(missing)}, which this installation lacks "
+                          "(the desktop bundle ships without them); in a source install run "
+                          "pip install 'asdesk[train]'")
+
+
 def command_train(args: argparse.Namespace) -> int:
     """``asdesk train``: handed to :func:`asdesk.training.train.main_train`."""
+    require_training_extra()
     from asdesk.training.train import main_train
 
     prepare_runtime(args)
@@ -654,6 +680,7 @@ def command_train(args: argparse.Namespace) -> int:
 
 def command_evaluate(args: argparse.Namespace) -> int:
     """``asdesk evaluate``: handed to :func:`asdesk.training.evaluate.main_evaluate`."""
+    require_training_extra()
     from asdesk.training.evaluate import main_evaluate
 
     prepare_runtime(args)
@@ -722,8 +749,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     log_file = configure_logging(level=logging.DEBUG if debug else logging.INFO, console=True)
     handler = getattr(args, "handler", None)
-    LOGGER.info("asdesk %s: %s", asdesk.__version__, args.command or "window")
+    LOGGER.info("asdesk %s: %s", asdesk.__version__, args.command or ("self-test" if args.self_test else "window"))
     try:
+        if args.self_test:
+            if args.command or window_paths:
+                parser.error("--self-test takes no command or PATH")
+            from asdesk.selftest import run_self_test
+
+            return run_self_test()
         if handler is None:
             return open_window(window_paths)
         return handler(args)

@@ -271,3 +271,15 @@ def test_train_and_evaluate_hand_their_arguments_to_training(monkeypatch, tmp_pa
     )
     assert cli.main(["evaluate", "data/val", "--model", "knee-test", "--out", str(tmp_path), "-q"]) == 0
     assert (seen["evaluate"].data, seen["evaluate"].model) == ("data/val", "knee-test")
+
+
+def test_train_without_the_training_extra_says_how_to_install_it(monkeypatch, tmp_path, capsys):
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "sklearn" else real_find_spec(name, *a))
+    code = cli.main(["train", "data/knee", "--pack-id", "k", "--out", str(tmp_path)])
+    assert code == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith("asdesk: error:") and "scikit-learn" in error and "asdesk[train]" in error
