@@ -21,11 +21,15 @@ def _home_override() -> Path | None:
 def install_root() -> Path:
     """The folder holding ``models/`` and ``resources/``.
 
-    In a source checkout this is the repository root; in a PyInstaller bundle it is ``sys._MEIPASS``.
+    In a source checkout this is the repository root; in a PyInstaller bundle it is ``sys._MEIPASS`` (the
+    one-folder bundle's ``_internal`` folder, or the one-file bundle's unpack folder); in a program frozen by
+    another tool (``sys.frozen`` set, no ``sys._MEIPASS``) it is the folder of the executable.
     """
     frozen = getattr(sys, "_MEIPASS", None)
     if frozen:
         return Path(frozen)
+    if getattr(sys, "frozen", False):
+        return Path(sys.executable).resolve().parent
     return Path(__file__).resolve().parents[2]
 
 

@@ -445,7 +445,9 @@ class MainWindow(QMainWindow):
         self.status_label.setMinimumWidth(300)
         bar.addWidget(self.status_label, 1)
         self.progress_bar = QProgressBar()
-        self.progress_bar.setMaximumWidth(220)
+        # Wide enough for "826 / 826 · 1 min 20 s left" in the status bar.
+        self.progress_bar.setMinimumWidth(240)
+        self.progress_bar.setMaximumWidth(300)
         self.progress_bar.setVisible(False)
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setVisible(False)
