@@ -10,17 +10,17 @@ exit status 2, never a traceback (unless ``--debug``).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
 import os
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 import asdesk
 from asdesk.core import AnalysisResult, AsdeskError, ModelNotFoundError, ReadError, SeriesResult
+from asdesk.core.logsetup import native_stderr_silenced
 from asdesk.core.settings import OPERATING_POINT_NAMES
 
 if TYPE_CHECKING:
@@ -226,30 +226,6 @@ def _engines() -> EngineCache:
     return cache
 
 
-@contextlib.contextmanager
-def _native_stderr_silenced(enabled: bool = True) -> Iterator[None]:
-    """Send file descriptor 2 to the null device for a moment (TensorFlow's C++ start-up chatter).
-
-    Python-level errors are unaffected: they are raised, not printed, inside the block.
-    """
-    if not enabled:
-        yield
-        return
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError):  # no real stderr (e.g. a GUI launcher): nothing to silence
-        yield
-        return
-    try:
-        with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
 def prepare_runtime(args: argparse.Namespace) -> str:
     """Import TensorFlow and choose the device (:func:`asdesk.inference.configure_device`), and log it.
 
@@ -262,7 +238,7 @@ def prepare_runtime(args: argparse.Namespace) -> str:
     """
     from asdesk.inference import configure_device
 
-    with _native_stderr_silenced(not getattr(args, "debug", False)):
+    with native_stderr_silenced(not getattr(args, "debug", False)):
         device = configure_device()
     LOGGER.info("inference device: %s", device)
     return device

@@ -12,19 +12,19 @@ It prints one summary line (the only output besides an error line) and returns a
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import re
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 import asdesk
 from asdesk.core import AnalysisResult, AsdeskError, ModelNotFoundError
+from asdesk.core.logsetup import native_stderr_silenced
 from asdesk.core.paths import install_root, resources_dir
 
 if TYPE_CHECKING:
@@ -186,30 +186,6 @@ def _check_result(result: AnalysisResult, report: Path) -> None:
         raise SelfTestError(f"{report} is not a PDF (it starts with {head!r})")
 
 
-@contextlib.contextmanager
-def _native_stderr_silenced() -> Iterator[None]:
-    """Send file descriptor 2 to the null device while TensorFlow starts (its C++ start-up chatter).
-
-    Python errors are raised, not printed, inside the block, so nothing of the self-test's own is lost.
-    """
-    if logging.getLogger("asdesk").isEnabledFor(logging.DEBUG):
-        yield
-        return
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError):  # no real stderr (a GUI launcher, a test capture): nothing to silence
-        yield
-        return
-    try:
-        with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
 def _prepare_environment() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if sys.platform.startswith("linux"):
@@ -287,7 +263,7 @@ def _run(model_id: str | None, folder: Path, started: float, clock: Callable[[],
     check_window_modules()
     engines = EngineCache()
     chosen = choose_model(engines, model_id)
-    with _native_stderr_silenced():
+    with native_stderr_silenced(not logging.getLogger("asdesk").isEnabledFor(logging.DEBUG)):
         device = configure_device()
     runtime_ready = clock()
     result = analyze_path(sample, model_id=chosen, gradcam=True, engines=engines)

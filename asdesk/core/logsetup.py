@@ -5,8 +5,12 @@ No patient-identifying data is ever logged: log file names and results, never pa
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import logging.handlers
+import os
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from asdesk.core.paths import user_log_dir
@@ -49,3 +53,33 @@ def configure_logging(level: int = logging.INFO, console: bool = False, log_dir:
             stream._asdesk = True  # type: ignore[attr-defined]
             logger.addHandler(stream)
     return log_file
+
+
+@contextlib.contextmanager
+def native_stderr_silenced(enabled: bool = True) -> Iterator[None]:
+    """Send file descriptor 2 to the null device for a moment (TensorFlow's C++ start-up chatter).
+
+    Python-level errors are unaffected: they are raised, not printed, inside the block.
+
+    Parameters
+    ----------
+    enabled : bool
+        False leaves stderr alone (``--debug``).
+    """
+    if not enabled:
+        yield
+        return
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no real stderr (a GUI launcher, a test capture): nothing to silence
+        yield
+        return
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
