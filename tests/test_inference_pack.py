@@ -92,6 +92,28 @@ def test_write_pack_accepts_numpy_values(tiny_model, tmp_path):
     assert load_pack(pack.path).card.performance["curve"] == [0.1, 0.2]
 
 
+def test_a_trained_model_is_written_without_its_optimizer_state(tmp_path):
+    import numpy as np
+
+    keras = pytest.importorskip("keras")
+    inputs = keras.Input((32, 32, 3), name="image")
+    x = keras.layers.Conv2D(4, 3, name="last_conv")(inputs)
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.ReLU()(x))
+    model = keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid", name="head_output")(x))
+    model.compile(optimizer="adam", loss="binary_crossentropy")
+    images = np.random.default_rng(0).random((8, 32, 32, 3)).astype("float32")
+    model.fit(images, np.array([0, 1] * 4, dtype="float32"), epochs=1, verbose=0)  # Adam now has moments
+    with_state = tmp_path / "with-state.keras"
+    model.save(with_state)
+    pack = write_pack(tmp_path / "trained", model, valid_card())
+    assert model.optimizer is not None  # the caller's model is untouched
+    assert pack.model_path.stat().st_size < with_state.stat().st_size
+    loaded = keras.models.load_model(pack.model_path)
+    assert getattr(loaded, "optimizer", None) is None
+    assert [layer.name for layer in loaded.layers] == [layer.name for layer in model.layers]
+    np.testing.assert_array_equal(np.asarray(loaded(images)), np.asarray(model(images)))
+
+
 def test_sha256_file_streams(tmp_path):
     path = tmp_path / "blob"
     path.write_bytes(b"abc")

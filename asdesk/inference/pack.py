@@ -333,7 +333,8 @@ def _check_model_fits_card(model: Any, card: ModelCard) -> None:  # noqa: ANN401
 def write_pack(directory: str | Path, model: Any, card: Mapping[str, Any]) -> ModelPack:  # noqa: ANN401
     """Save a Keras model and its card as a model pack.
 
-    Writes ``<directory>/model.keras`` (``model.save``), computes its SHA-256, stores it as
+    Writes ``<directory>/model.keras`` (``model.save``, without optimizer state: a pack is for inference,
+    and Adam's moments would triple a fine-tuned MobileNetV2's file), computes its SHA-256, stores it as
     ``card["sha256"]`` and writes ``<directory>/card.json``. The card is validated before anything is
     written, and the model is checked against it (input shape, Grad-CAM layer).
 
@@ -369,7 +370,7 @@ def write_pack(directory: str | Path, model: Any, card: Mapping[str, Any]) -> Mo
         raise CardError(f"card of pack {parsed.id!r} cannot be written as JSON ({error})") from error
     folder.mkdir(parents=True, exist_ok=True)
     model_path = folder / MODEL_FILE
-    model.save(model_path)
+    _inference_copy(model).save(model_path)
     document["sha256"] = sha256_file(model_path)
     text = json.dumps(document, indent=2, ensure_ascii=False, default=_json_default) + "\n"
     temporary = folder / (CARD_FILE + ".tmp")
@@ -378,6 +379,17 @@ def write_pack(directory: str | Path, model: Any, card: Mapping[str, Any]) -> Mo
     LOGGER.info("wrote model pack %s version %s (sha256 %s) to %s", parsed.id, parsed.version,
                 document["sha256"][:12], folder)
     return ModelPack(path=folder, card=ModelCard.from_dict(json.loads(text), source=str(folder / CARD_FILE)))
+
+
+def _inference_copy(model: Any) -> Any:  # noqa: ANN401
+    """``model`` itself when it carries no optimizer, else a clone with the same layers and weights and none."""
+    if getattr(model, "optimizer", None) is None:
+        return model
+    import keras
+
+    clone = keras.Model.from_config(model.get_config())  # uncompiled: no optimizer, no compile config
+    clone.set_weights(model.get_weights())
+    return clone
 
 
 def _json_default(value: Any) -> Any:  # noqa: ANN401
