@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 import asdesk
 from asdesk.core import AnalysisResult, AsdeskError, ModelNotFoundError, ReadError, SeriesResult
 from asdesk.core.logsetup import native_stderr_silenced
+from asdesk.core.performance import chance_warning, measured_auc
 from asdesk.core.settings import OPERATING_POINT_NAMES
 
 if TYPE_CHECKING:
@@ -265,39 +266,14 @@ def bundled_sample() -> Path:
     return samples[0]
 
 
-def _auc(card: Mapping[str, Any]) -> tuple[Any, Any, Any] | None:
-    """(value, ci low, ci high) of the card's measured AUC, or None."""
-    metrics = (card.get("performance") or {}).get("metrics") or {}
-    auc = metrics.get("auc") or metrics.get("roc_auc")
-    if isinstance(auc, Mapping) and auc.get("value") is not None:
-        ci = auc.get("ci95") or [None, None]
-        low, high = (ci[0], ci[1]) if isinstance(ci, Sequence) and len(ci) == 2 else (None, None)
-        return auc.get("value"), low, high
-    if isinstance(auc, int | float):
-        return auc, None, None
-    return None
-
-
 def _auc_text(card: Mapping[str, Any]) -> str:
-    auc = _auc(card)
-    if auc is None:
-        return "not measured"
-    value, low, high = auc
-    text = f"{_fmt(value)}"
-    if low is not None and high is not None:
-        text += f" (95% CI {_fmt(low)}-{_fmt(high)})"
-    return text
-
-
-def _fmt(value: Any) -> str:  # noqa: ANN401
-    if isinstance(value, float):
-        return f"{value:.3f}"
-    return str(value)
+    auc = measured_auc(card)
+    return "not measured" if auc is None else auc.text()
 
 
 def _model_block(card: Any, device: str) -> dict[str, Any]:  # noqa: ANN401 - a ModelCard
     raw = card.raw
-    auc = _auc(raw)
+    auc = measured_auc(raw)
     performance = raw.get("performance") or {}
     return {
         "id": card.id,
@@ -306,7 +282,7 @@ def _model_block(card: Any, device: str) -> dict[str, Any]:  # noqa: ANN401 - a 
         "task": card.task,
         "architecture": card.architecture,
         "device": device,
-        "auc": None if auc is None else {"value": auc[0], "ci95": [auc[1], auc[2]]},
+        "auc": None if auc is None else {"value": auc.value, "ci95": [auc.low, auc.high]},
         "measured_on": performance.get("dataset", ""),
     }
 
@@ -438,10 +414,9 @@ def _print_result(
         f"measured AUC {_auc_text(card.raw)}",
         file=out,
     )
-    auc = _auc(card.raw)
-    if auc is not None and auc[1] is not None and auc[1] <= 0.5:
-        print(f"  WARNING: the 95% CI of this model's measured AUC reaches {auc[1]}: on held-out patients it was "
-              "not shown to be better than chance. Do not rely on this finding.", file=out)
+    warning = chance_warning(card.raw)
+    if warning:
+        print(f"  WARNING: {warning}", file=out)
     if report is not None:
         print(f"  report: {report}", file=out)
 

@@ -342,7 +342,28 @@ def test_results_panel_single_image_and_operating_points(qtbot, card, stir_recor
         panel.operating_point_box.activated.emit(panel.operating_point_box.currentIndex())
     assert blocker.args == ["high_sensitivity"]
     assert "Positive (TEST)" in panel.finding_label.text() and panel.bar.active == "high_sensitivity"
+    assert not panel.chance_label.isVisible()  # this card's AUC block is not in performance.metrics
     panel.grab()  # the bar paints without error
+
+
+def test_results_panel_warns_when_the_model_is_not_shown_better_than_chance(qtbot, stir_records):
+    from asdesk.gui.results_panel import ResultsPanel
+    from asdesk.inference.card import ModelCard
+
+    panel = ResultsPanel()
+    qtbot.addWidget(panel)
+    panel.show()
+    weak = card_document()
+    weak["performance"] = {"dataset": "TEST DATA", "metrics": {"auc": {"value": 0.62, "ci95": [0.49, 0.78]}}}
+    card = ModelCard.from_dict(weak)
+    panel.set_results(fake_results(stir_records[:1], card, [0.7]), None, card)
+    assert panel.chance_label.isVisible()
+    assert "0.490" in panel.chance_label.text() and "not shown to be better than chance" in panel.chance_label.text()
+    strong = card_document()
+    strong["performance"] = {"dataset": "TEST DATA", "metrics": {"auc": {"value": 0.82, "ci95": [0.79, 0.85]}}}
+    card = ModelCard.from_dict(strong)
+    panel.set_results(fake_results(stir_records[:1], card, [0.7]), None, card)
+    assert not panel.chance_label.isVisible()
 
 
 @needs_data

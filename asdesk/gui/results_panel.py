@@ -26,6 +26,7 @@ from PySide6.QtWidgets import (
 )
 
 from asdesk.core import AnalysisResult, SeriesResult
+from asdesk.core.performance import chance_warning
 
 POSITIVE_COLOUR = "#c0392b"
 NEGATIVE_COLOUR = "#1e8449"
@@ -180,6 +181,12 @@ class ResultsPanel(QWidget):
         self.warning_label.setStyleSheet("QLabel { background: #fff3cd; color: #664d03; border: 2px solid "
                                          "#e0a800; border-radius: 4px; padding: 4px; font-weight: bold; }")
         self.warning_label.setVisible(False)
+        # The model's own evidence: shown with every finding of a model not shown to beat chance.
+        self.chance_label = QLabel("")
+        self.chance_label.setWordWrap(True)
+        self.chance_label.setStyleSheet("QLabel { background: #f8d7da; color: #58151c; border: 2px solid "
+                                        "#b02a37; border-radius: 4px; padding: 4px; font-weight: bold; }")
+        self.chance_label.setVisible(False)
 
         self.study_label = QLabel("")
         self.study_label.setWordWrap(True)
@@ -233,6 +240,7 @@ class ResultsPanel(QWidget):
         self.point_row.setVisible(False)
         finding_layout.addWidget(self.point_row)
         finding_layout.addWidget(self.warning_label)
+        finding_layout.addWidget(self.chance_label)
         self.model_box = model_box = QGroupBox("Model")
         model_box.setVisible(False)
         model_layout = QFormLayout(model_box)
@@ -295,6 +303,9 @@ class ResultsPanel(QWidget):
             + (f"<br>trained {html.escape(str(raw.get('date', '')))}" if raw.get("date") else ""))
         self.model_label.setToolTip(f"SHA-256 of model.keras: {sha}")
         self.performance_label.setText(performance_html(card.performance))
+        warning = chance_warning(raw)
+        self.chance_label.setText(f"⚠ {warning}" if warning else "")
+        self.chance_label.setVisible(bool(warning))
         self.intended_use_label.setText(html.escape(str(card.intended_use)))
         current = self.operating_point_box.currentData()
         self.operating_point_box.blockSignals(True)

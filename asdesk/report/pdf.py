@@ -37,6 +37,7 @@ from PySide6.QtGui import (
 
 import asdesk
 from asdesk.core import AnalysisResult, AsdeskError, SeriesResult
+from asdesk.core.performance import chance_warning
 from asdesk.report import ReportWriteError
 from asdesk.report.images import array_to_qimage, blend_overlay, display_to_gray_uint8, fit_qimage
 
@@ -152,17 +153,6 @@ def _number(value: object) -> str:
             return "n/a"
         return f"{value:.3f}" if abs(value) < 10 else f"{value:.1f}"
     return _esc(value)
-
-
-def _auc_ci_low(card: Mapping[str, Any]) -> float | None:
-    """Lower 95% bound of the card's headline AUC, or None when the card has none."""
-    performance = card.get("performance")
-    metrics = performance.get("metrics") if isinstance(performance, Mapping) else None
-    auc = metrics.get("auc") if isinstance(metrics, Mapping) else None
-    bounds = auc.get("ci95") if isinstance(auc, Mapping) else None
-    if isinstance(bounds, Sequence) and len(bounds) == 2 and isinstance(bounds[0], int | float):
-        return float(bounds[0])
-    return None
 
 
 def _metric_label(name: str) -> str:
@@ -536,11 +526,9 @@ def _build_html(result: AnalysisResult | SeriesResult, card: Mapping[str, Any], 
           'border-style: solid;"><tr><td>'
           + "".join(box) + "</td></tr></table>")
 
-    chance = _auc_ci_low(card)
-    if chance is not None and chance <= 0.5:
-        b.add(f'<p class="ruo"><b>Warning:</b> the 95% confidence interval of this model\'s measured AUC reaches '
-              f"{_esc(_number(chance))}: on held-out patients it was not shown to be better than chance. "
-              "Do not rely on this finding.</p>")
+    warning = chance_warning(card)
+    if warning:
+        b.add(f'<p class="ruo"><b>Warning:</b> {_esc(warning)}</p>')
 
     # --- patient and study
     b.heading("Patient and study")
