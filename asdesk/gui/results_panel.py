@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QRectF, Qt, Signal
-from PySide6.QtGui import QColor, QFont, QPainter, QPaintEvent, QPen
+from PySide6.QtGui import QColor, QFont, QFontMetricsF, QPainter, QPaintEvent, QPen
 from PySide6.QtWidgets import (
     QComboBox,
     QFormLayout,
@@ -50,7 +50,7 @@ class ProbabilityBar(QWidget):
         self.probability: float | None = None
         self.thresholds: dict[str, float] = {}
         self.active = ""
-        self.setMinimumHeight(46)
+        self.setMinimumHeight(60)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
 
     def set_values(self, probability: float | None, thresholds: Mapping[str, float], active: str) -> None:
@@ -82,16 +82,26 @@ class ProbabilityBar(QWidget):
         font = QFont(painter.font())
         font.setPointSizeF(max(6.0, font.pointSizeF() * 0.8))
         painter.setFont(font)
-        for name, value in self.thresholds.items():
+        metrics = QFontMetricsF(font)
+        row_ends: list[float] = []  # right edge of the last label drawn in each row below the bar
+        for name, value in sorted(self.thresholds.items(), key=lambda item: item[1]):
             x = bar.left() + bar.width() * value
             painter.setPen(QPen(QColor("#000000"), 3 if name == self.active else 1))
             painter.drawLine(int(x), int(bar.top() - 3), int(x), int(bar.bottom() + 3))
             painter.setPen(QColor("#000000"))
             label = _OPERATING_POINT_SHORT.get(name, name[:4])
-            painter.drawText(QRectF(x - 30, bar.bottom() + 3, 60, 14), Qt.AlignmentFlag.AlignHCenter, label)
+            half = metrics.horizontalAdvance(label) / 2 + 2
+            # Close thresholds would print their names over each other: the next one goes a row lower.
+            row = next((r for r, end in enumerate(row_ends) if x - half >= end), len(row_ends))
+            if row == len(row_ends):
+                row_ends.append(0.0)
+            row_ends[row] = x + half
+            painter.drawText(QRectF(x - half, bar.bottom() + 3 + 12 * row, 2 * half, 14),
+                             Qt.AlignmentFlag.AlignHCenter, label)
         painter.setPen(QColor("#444444"))
-        painter.drawText(QRectF(bar.left(), bar.bottom() + 14, 30, 12), Qt.AlignmentFlag.AlignLeft, "0")
-        painter.drawText(QRectF(bar.right() - 30, bar.bottom() + 14, 30, 12), Qt.AlignmentFlag.AlignRight, "1")
+        scale_y = bar.bottom() + 3 + 12 * max(1, len(row_ends))
+        painter.drawText(QRectF(bar.left(), scale_y, 30, 12), Qt.AlignmentFlag.AlignLeft, "0")
+        painter.drawText(QRectF(bar.right() - 30, scale_y, 30, 12), Qt.AlignmentFlag.AlignRight, "1")
         painter.end()
 
 

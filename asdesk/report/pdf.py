@@ -503,9 +503,11 @@ def _build_html(result: AnalysisResult | SeriesResult, card: Mapping[str, Any], 
         study = result.study_prediction
         box.append(f'<p><span class="label">Study-level finding</span><br>'
                    f'{_finding_html(study.finding, study.positive)}</p>')
+        # The study threshold comes from the card's study rule ("study"), otherwise from an operating point.
+        source = ("the card's study rule" if study.operating_point == "study"
+                  else f"operating point <b>{_esc(_point_name(study.operating_point))}</b>")
         box.append(f"<p>Study score <b>{_percent(result.study_probability)}</b> for “{_esc(positive_label)}” "
-                   f"(threshold {_percent(study.threshold)}, operating point "
-                   f"<b>{_esc(_point_name(study.operating_point))}</b>).</p>")
+                   f"(threshold {_percent(study.threshold)}, from {source}).</p>")
         box.append(f'<p class="small">Study rule: {_esc(result.study_rule or "not stated")}. '
                    f"{len(result.slices)} slices analysed; highest slice probability "
                    f"{_percent(prediction.probability)} ({_esc(_slice_label(shown))}), finding on that "
