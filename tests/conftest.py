@@ -39,26 +39,14 @@ def shared_data() -> Path:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _qt_application(qapp: Any) -> Iterator[Any]:  # noqa: ANN401
-    """Create pytest-qt's ``QApplication`` before any test runs, and tear Qt objects down before Python does.
+def _qt_application(qapp: Any) -> Any:  # noqa: ANN401
+    """Create pytest-qt's ``QApplication`` before any test runs.
 
     In-process PDF reports call :func:`asdesk.report.pdf.ensure_gui_application`, which creates a plain
     ``QGuiApplication`` when none exists; a widget test after that (in any order) would abort, because a
     ``QWidget`` needs a ``QApplication``. Making the ``QApplication`` first, once, serves both.
-
-    At the end, widgets left for Python's final garbage collection (after the application is gone) made
-    PySide6 6.12 abort the interpreter ("bool_dealloc ... refcount error") once every test had passed;
-    collecting them and running Qt's deferred deletions while the application still exists avoids that.
     """
-    yield qapp
-    import gc
-
-    from PySide6.QtCore import QCoreApplication, QEvent
-
-    for _ in range(3):
-        gc.collect()
-        QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
-        qapp.processEvents()
+    return qapp
 
 
 @pytest.fixture(autouse=True)
