@@ -122,6 +122,9 @@ def test_open_series_analyse_and_inspect(qtbot, window, tmp_path: Path):
     assert window.results_panel.series_box.isVisible()
     assert window.results_panel.probabilities() == pytest.approx(
         [r.prediction.probability for r in outcome.results])
+    # A newly analysed series opens on its most probable slice (the one its PDF report shows).
+    probabilities = [r.prediction.probability for r in outcome.results]
+    assert window.viewer.current_index == probabilities.index(max(probabilities))
     window.results_panel.sig_slice_requested.emit(9)
     assert window.viewer.current_index == 9
     assert window.metadata_panel.value("Instance") == str(window.case.records[9].metadata.instance_number)

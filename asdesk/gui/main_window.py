@@ -781,12 +781,18 @@ class MainWindow(QMainWindow):
         if case is None:
             return
         case.job_id = None
+        first_result = case.outcome is None
         case.outcome = outcome
         row = self.cases.index(case)
         first = outcome.series.study_prediction if outcome.series is not None else outcome.results[0].prediction
         label = f"{case.name} — {first.finding} {first.probability:.2f}"
         self.case_list.item(row).setText(label)
         if case is self.case:
+            if first_result and outcome.series is not None and len(outcome.results) > 1:
+                # Open on the slice with the most evidence (the one the PDF report shows); a re-analysis
+                # leaves the reader where they are.
+                probabilities = [result.prediction.probability for result in outcome.results]
+                self.viewer.set_slice(probabilities.index(max(probabilities)))
             self._show_outcome(outcome)
         timing = f" in {outcome.elapsed_s:.1f} s on {outcome.device}" if outcome.device else ""
         self.notifier.info(f"Analysed {case.name}: {first.finding} (probability {first.probability:.3f}){timing}.")
