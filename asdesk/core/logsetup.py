@@ -82,4 +82,3 @@ def native_stderr_silenced(enabled: bool = True) -> Iterator[None]:
     finally:
         os.dup2(saved, 2)
         os.close(saved)
-

@@ -25,7 +25,9 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parents[1]))
 
 
 def csv_content(path: Path) -> list[tuple[str, ...]]:
@@ -45,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.out_dir.mkdir(parents=True, exist_ok=True)
 
-    from PySide6.QtCore import QElapsedTimer, QTimer
+    from event_loop import EventLoopGapMeter
+    from PySide6.QtCore import QTimer
     from PySide6.QtWidgets import QFileDialog
 
     from asdesk.core.logsetup import configure_logging
@@ -60,18 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     gui_csv.unlink(missing_ok=True)
     summary: dict[str, object] = {"folder": str(args.folder), "model": args.model}
     rows: list[object] = []
-    gaps: list[float] = []
-    clock = QElapsedTimer()
-    last = [0]
-
-    def tick() -> None:
-        now = clock.elapsed()
-        gaps.append(now - last[0])
-        last[0] = now
-
-    timer = QTimer()
-    timer.setInterval(20)
-    timer.timeout.connect(tick)
+    meter = EventLoopGapMeter(20)
     started = time.perf_counter()
 
     def start_from_the_menu() -> None:
@@ -89,8 +81,7 @@ def main(argv: list[str] | None = None) -> int:
             app.quit()
             return
         window.screening.model_box.setCurrentIndex(index)
-        clock.start()
-        timer.start()
+        meter.start()
         window.screening.start_button.click()
 
     def on_row(row: object) -> None:
@@ -99,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
             window.grab().save(str(args.out_dir / "screening-running.png"))
 
     def on_done(outcome: object) -> None:
-        timer.stop()
+        meter.stop()
         summary.update({
             "seconds": round(time.perf_counter() - started, 1),
             "cancelled": outcome.cancelled,  # type: ignore[attr-defined]
@@ -121,8 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     QTimer.singleShot(int(args.timeout * 1000), app.quit)
     app.exec()
     window.service.shutdown(10_000)
-    if gaps:
-        ordered = sorted(gaps)
+    if meter.gaps:
+        ordered = sorted(meter.gaps)
         summary["event_loop_gap_ms"] = {"median": ordered[len(ordered) // 2], "max": ordered[-1],
                                         "ticks": len(ordered)}
     ok = "error" not in summary and summary.get("cancelled") is False and gui_csv.is_file()
