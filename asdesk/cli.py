@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 import asdesk
 from asdesk.core import AnalysisResult, AsdeskError, ModelNotFoundError, ReadError, SeriesResult
 from asdesk.core.logsetup import native_stderr_silenced
-from asdesk.core.performance import chance_warning, measured_auc
+from asdesk.core.performance import chance_warning, held_out_evidence, measured_auc
 from asdesk.core.settings import OPERATING_POINT_NAMES
 
 if TYPE_CHECKING:
@@ -32,6 +32,8 @@ LOGGER = logging.getLogger(__name__)
 EXIT_OK = 0
 EXIT_INTERNAL = 1
 EXIT_ERROR = 2
+EXIT_REFUSED = 3
+"""``asdesk analyze``: at least one image was refused (outside what its model was validated for)."""
 EXIT_INTERRUPTED = 130
 
 SAMPLE_MODEL_ID = "knee-xray-oa"
@@ -159,6 +161,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--json", action="store_true", help="print one JSON object per PATH (JSON Lines) instead of text"
     )
     analyze.add_argument("--no-gradcam", action="store_true", help="skip the Grad-CAM heat map")
+    analyze.add_argument(
+        "--force",
+        action="store_true",
+        help="give a finding even for an image the model's gates refuse (marked as outside validated use "
+        "everywhere it appears); exit status 3 means an image was refused",
+    )
     analyze.set_defaults(handler=command_analyze)
 
     screen = commands.add_parser(
@@ -287,9 +295,23 @@ def _model_block(card: Any, device: str) -> dict[str, Any]:  # noqa: ANN401 - a 
     }
 
 
+def _gate_block(result: AnalysisResult) -> dict[str, Any]:
+    gate = result.gate
+    return {
+        "accepted": gate.accepted,
+        "refused": gate.refused,
+        "overridden": gate.overridden,
+        "reasons": list(gate.reasons),
+        "content_distance": None if gate.distance is None else round(float(gate.distance), 3),
+        "content_threshold": None if gate.threshold is None else round(float(gate.threshold), 3),
+        "content_checked": gate.content_checked,
+    }
+
+
 def _image_block(result: AnalysisResult) -> dict[str, Any]:
     meta = result.record.metadata
     prediction = result.prediction
+    refused = result.refused
     return {
         "file": str(meta.source),
         "frame": meta.frame_index,
@@ -297,11 +319,16 @@ def _image_block(result: AnalysisResult) -> dict[str, Any]:
         "slice_position_mm": meta.slice_position_mm,
         "modality": meta.modality,
         "body_part": meta.body_part,
-        "probability": round(float(prediction.probability), 6),
+        "refused": refused,
+        "refusal": result.gate.text(result.model.pack_id) if result.gate.reasons else None,
+        "probability": None if refused else round(float(prediction.probability), 6),
+        "probability_calibrated": prediction.calibrated,
         "threshold": round(float(prediction.threshold), 6),
         "operating_point": prediction.operating_point,
-        "positive": bool(prediction.positive),
-        "finding": prediction.finding,
+        "positive": None if refused else bool(prediction.positive),
+        "finding": None if refused else prediction.finding,
+        "model_output_raw": None if prediction.raw_probability is None else round(prediction.raw_probability, 6),
+        "gate": _gate_block(result),
         "timings_ms": {key: round(float(value), 1) for key, value in result.timings_ms.items()},
     }
 
@@ -340,21 +367,35 @@ def result_to_json(
     if isinstance(result, SeriesResult):
         prediction = result.study_prediction
         study = {
-            "probability": round(float(result.study_probability), 6),
+            "refused": result.refused,
+            "score": None if result.refused else round(float(result.study_probability), 6),
+            "probability": None if result.refused else round(float(result.study_probability), 6),
             "threshold": round(float(prediction.threshold), 6),
             "operating_point": prediction.operating_point,
-            "positive": bool(prediction.positive),
-            "finding": prediction.finding,
+            "positive": None if result.refused else bool(prediction.positive),
+            "finding": None if result.refused else prediction.finding,
             "rule": result.study_rule,
             "n_slices": len(result.slices),
+            "n_refused": result.n_refused,
         }
         errors = list(result.errors)
+    point = slices[0].prediction.operating_point if slices else card.default_operating_point
+    evidence = held_out_evidence(card.raw, point)
     return {
         "input": str(path),
         "kind": "series" if isinstance(result, SeriesResult) else "image",
         "images": [_image_block(item) for item in slices],
         "study": study,
         "model": _model_block(card, device),
+        "held_out": {
+            "operating_point": evidence.operating_point,
+            "sensitivity": None if evidence.sensitivity is None else vars(evidence.sensitivity),
+            "specificity": None if evidence.specificity is None else vars(evidence.specificity),
+            "protocol": evidence.protocol,
+            "thresholds_chosen_on": evidence.thresholds_chosen_on,
+            "selection": evidence.selection,
+            "warning": evidence.chance_warning,
+        },
         "errors": errors,
         "report": None if report is None else str(report),
         "intended_use": asdesk.INTENDED_USE,
@@ -381,34 +422,42 @@ def _print_result(
             meta = item.record.metadata
             position = "" if meta.slice_position_mm is None else f"{meta.slice_position_mm:.1f}"
             instance = "" if meta.instance_number is None else str(meta.instance_number)
-            print(
-                f"  {index:>5}  {instance:>8}  {position:>11}  {item.prediction.probability:>11.3f}  "
-                f"{item.prediction.finding}",
-                file=out,
-            )
+            shown = "-" if item.refused else f"{item.prediction.probability:.3f}"
+            print(f"  {index:>5}  {instance:>8}  {position:>11}  {shown:>11}  {_finding_line(item)}", file=out)
         slice_prediction = result.slices[0].prediction
         print(
             f"  slice threshold {slice_prediction.threshold:.3f} (operating point {slice_prediction.operating_point})",
             file=out,
         )
         study = result.study_prediction
-        print(f"  study finding: {study.finding}", file=out)
-        print(
-            f"  study probability {result.study_probability:.3f} (threshold {study.threshold:.3f}); rule: "
-            f"{result.study_rule}",
-            file=out,
-        )
+        if result.refused:
+            print("  study finding: none: every slice was refused (outside what the model was validated for)",
+                  file=out)
+        else:
+            print(f"  study finding: {study.finding}", file=out)
+            print(
+                f"  study score {result.study_probability:.3f} (threshold {study.threshold:.3f}); rule: "
+                f"{result.study_rule}",
+                file=out,
+            )
         for error in result.errors:
             print(f"  not read: {error}", file=out)
     else:
         prediction = result.prediction
         print(f"{path}", file=out)
-        print(f"  finding: {prediction.finding}", file=out)
-        print(
-            f"  probability {prediction.probability:.3f} (threshold {prediction.threshold:.3f}, operating "
-            f"point {prediction.operating_point})",
-            file=out,
-        )
+        print(f"  finding: {_finding_line(result)}", file=out)
+        if not result.refused:
+            relation = ">=" if prediction.positive else "<"
+            kind = "calibrated probability" if prediction.calibrated else "probability"
+            print(
+                f"  {kind} {prediction.probability:.3f} {relation} threshold {prediction.threshold:.3f} "
+                f"(operating point {prediction.operating_point})",
+                file=out,
+            )
+    first = result.slices[0] if isinstance(result, SeriesResult) else result
+    if not all(item.refused for item in (result.slices if isinstance(result, SeriesResult) else (result,))):
+        for line in held_out_evidence(card.raw, first.prediction.operating_point).lines()[:1]:
+            print(f"  {line}", file=out)
     print(
         f"  model: {card.id} {card.version} (sha256 {card.sha256[:12]}), {card.architecture}, on {device}; "
         f"measured AUC {_auc_text(card.raw)}",
@@ -419,6 +468,20 @@ def _print_result(
         print(f"  WARNING: {warning}", file=out)
     if report is not None:
         print(f"  report: {report}", file=out)
+
+
+def _finding_line(result: AnalysisResult) -> str:
+    """The finding as printed: the refusal for a refused image, the overridden mark for a forced one."""
+    if result.refused:
+        return "REFUSED: " + result.gate.text(result.model.pack_id)
+    if result.gate.overridden:
+        return f"{result.prediction.finding} [OUTSIDE VALIDATED USE: {'; '.join(result.gate.reasons)}]"
+    return result.prediction.finding
+
+
+def _any_refused(result: AnalysisResult | SeriesResult) -> bool:
+    items = result.slices if isinstance(result, SeriesResult) else (result,)
+    return any(item.refused for item in items)
 
 
 def _report_path(report: Path, index: int, path: Path, several: bool) -> Path:
@@ -439,7 +502,7 @@ def _operating_point_note(result: AnalysisResult | SeriesResult, chosen: str | N
 # commands
 def command_analyze(args: argparse.Namespace) -> int:
     """``asdesk analyze``: see ``asdesk analyze --help``."""
-    from asdesk.tasks import analyze_path
+    from asdesk.tasks import NoPackAcceptsError, analyze_path
 
     out = sys.stdout
     engines = _engines()
@@ -462,6 +525,7 @@ def command_analyze(args: argparse.Namespace) -> int:
                 model_id = None
     several = len(paths) > 1
     failures = 0
+    refusals = 0
     for index, path in enumerate(paths, start=1):
         try:
             result = analyze_path(
@@ -471,7 +535,17 @@ def command_analyze(args: argparse.Namespace) -> int:
                 gradcam=not args.no_gradcam,
                 progress=_progress(args),
                 engines=engines,
+                force=args.force,
             )
+        except NoPackAcceptsError as error:
+            refusals += 1
+            if args.json:
+                print(json.dumps({"input": str(path), "kind": None, "refused": True, "refusal": str(error),
+                                  "images": [], "study": None, "model": None, "errors": [],
+                                  "intended_use": asdesk.INTENDED_USE}), file=out)
+            else:
+                print(f"{path}\n  REFUSED: {_one_line(error)}", file=out)
+            continue
         except AsdeskError as error:
             if not several:
                 raise
@@ -496,10 +570,13 @@ def command_analyze(args: argparse.Namespace) -> int:
             print(json.dumps(result_to_json(path, result, engine.card, device, report)), file=out)
         else:
             _print_result(path, result, engine.card, device, report, out)
+        refusals += int(_any_refused(result))
         out.flush()
     if not args.json:
         print(asdesk.INTENDED_USE, file=out)
-    return EXIT_ERROR if failures else EXIT_OK
+    if failures:
+        return EXIT_ERROR
+    return EXIT_REFUSED if refusals else EXIT_OK
 
 
 def command_screen(args: argparse.Namespace) -> int:

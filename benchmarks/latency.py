@@ -61,7 +61,7 @@ def main() -> int:
     from asdesk.inference import InferenceEngine, discover_packs
     from asdesk.inference.runtime import configure_device
     from asdesk.io import read_image
-    from asdesk.tasks import screen_folder
+    from asdesk.tasks import analyze_batch, screen_folder
 
     device = configure_device()
     packs, errors = discover_packs()
@@ -76,7 +76,7 @@ def main() -> int:
         pipeline = engine.pipeline
 
         def ours(engine=engine, path=path) -> None:
-            engine.analyze([read_image(path)], gradcam=True)
+            analyze_batch(engine, [read_image(path)], gradcam=True)
 
         def naive(pipeline=pipeline, model=naive_model, path=path) -> None:
             tensor = pipeline(read_image(path)).tensor

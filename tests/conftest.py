@@ -91,7 +91,7 @@ def tiny_card(pack_id: str = TINY_PACK_ID, study_rule: bool = True) -> dict[str,
         "task": "test only: random MobileNetV2, meaningless output",
         "labels": {"positive": "Test positive", "negative": "Test negative"},
         "modalities": ["", "MR", "CR", "DX"],
-        "body_parts": [],
+        "body_parts": [""],
         "architecture": "MobileNetV2",
         "input": {"height": TINY_INPUT, "width": TINY_INPUT, "channels": 3},
         "preprocessing": [

@@ -92,7 +92,7 @@ def test_analyze_prints_the_finding_and_writes_a_pdf(knee_png, tmp_path, capsys)
     out = capsys.readouterr().out
     assert report.read_bytes()[:5] == b"%PDF-"
     assert "finding: Test" in out and "probability 0." in out
-    assert "threshold 0.800, operating point high_specificity" in out
+    assert "threshold 0.800 (operating point high_specificity)" in out
     assert f"{TINY_PACK_ID} 0.0.1 (sha256 " in out and "measured AUC 0.500 (95% CI 0.400-0.600)" in out
     assert "not a medical device" in out
 

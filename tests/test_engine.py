@@ -24,8 +24,9 @@ from asdesk.core import (  # noqa: E402
     ModelHashMismatchError,
     Prediction,
 )
-from asdesk.inference import InferenceEngine, StudyRule, load_pack, study_result, write_pack  # noqa: E402
+from asdesk.inference import InferenceEngine, StudyRule, load_pack, map_on_image, write_pack  # noqa: E402
 from asdesk.io import read_image  # noqa: E402
+from asdesk.tasks import analyze_batch, judge, study_decision, study_result  # noqa: E402
 from asdesk.training.model import build_classifier  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -101,7 +102,7 @@ def engine(pack) -> InferenceEngine:
 
 @pytest.fixture(scope="module")
 def analysed(engine, records) -> list[AnalysisResult]:
-    return engine.analyze(records)
+    return analyze_batch(engine, records)
 
 
 def direct_probabilities(engine: InferenceEngine, records: list[ImageRecord]) -> np.ndarray:
@@ -129,7 +130,7 @@ def test_analyze_real_png_and_dicom(engine, pack, records, analysed):
             "mobilenet-test", "0.0.1", pack.card.sha256)
         assert result.heatmap is not None and result.overlay is not None
         assert result.heatmap.shape == record.shape and result.heatmap.dtype == np.float32
-        assert result.heatmap.min() >= 0.0 and result.heatmap.max() <= 1.0
+        assert result.heatmap.min() >= 0.0 and result.heatmap.max() <= prediction.probability + 1e-6
         assert result.overlay.shape == (*record.shape, 4) and result.overlay.dtype == np.uint8
         assert set(result.timings_ms) == {"preprocess", "classify", "gradcam"}
         assert all(value >= 0.0 and math.isfinite(value) for value in result.timings_ms.values())
@@ -137,18 +138,65 @@ def test_analyze_real_png_and_dicom(engine, pack, records, analysed):
 
 
 def test_heatmap_of_a_padded_image_maps_back_to_the_image_grid(engine, records, analysed):
-    """A (224, 160) image is padded left and right to 32x32; the map drawn back covers the image only, and
-    equals the Grad-CAM map on the model-input grid mapped through the pipeline's geometry."""
+    """A (224, 160) image is padded left and right to 32x32; the map drawn back covers the image only, is
+    normalised over the region the model saw (never over the padding) and scaled by the probability."""
     record, result = records[2], analysed[2]
     model_input = engine.pipeline(record)
     assert model_input.geometry.content_box[1] > 0  # there is padding
-    _, maps = engine.gradcam()(model_input.tensor[None])
-    np.testing.assert_allclose(result.heatmap, np.clip(model_input.geometry.to_image(maps[0]), 0, 1), atol=1e-5)
+    _, raw_maps = engine.gradcam().raw(model_input.tensor[None])
+    expected = map_on_image(raw_maps[0], model_input.geometry) * result.prediction.probability
+    np.testing.assert_allclose(result.heatmap, expected, atol=1e-5)
+    if raw_maps[0].max() > 0:
+        assert result.heatmap.max() == pytest.approx(result.prediction.probability, abs=1e-4)
+
+
+def test_heat_map_strength_follows_the_probability(engine, records):
+    """The same Grad-CAM shape shown for a weak and a strong finding: the weak one is fainter everywhere."""
+    from asdesk.tasks.decision import scaled_heatmap
+
+    output = engine.infer(records[:1])[0]
+    weak, strong = judge(engine.card, 0.02), judge(engine.card, 0.98)
+    faint, hot = scaled_heatmap(output.heatmap, weak, False), scaled_heatmap(output.heatmap, strong, False)
+    assert faint.max() <= 0.02 + 1e-6 and hot.max() > 0.5
+    assert scaled_heatmap(output.heatmap, strong, True) is None  # refused: no map
+
+
+def test_a_spot_comes_back_to_its_image_position_through_crop_pad_and_resize():
+    """A bright spot at a known image position, through crop_mm (non-square image) + pad + resize: a map that
+    peaks where the spot lands in the model input is drawn back onto the image at the spot."""
+    from asdesk.core import ImageMetadata
+    from asdesk.preprocess import build_pipeline
+
+    height, width = 300, 200
+    pixels = np.zeros((height, width), np.float32)
+    spot = (200, 70)
+    pixels[spot[0] - 2:spot[0] + 3, spot[1] - 2:spot[1] + 3] = 1000.0
+    pixels[0, 0] = 1.0  # a non-flat background
+    record = ImageRecord(pixels, pixels / 1000.0, ImageMetadata(source=Path("spot.dcm"), pixel_spacing_mm=(0.5, 0.5)))
+    pipeline = build_pipeline([{"name": "window", "mode": "display"},
+                               {"name": "crop_mm", "height_mm": 120.0, "width_mm": 120.0},
+                               {"name": "resize", "height": 64, "width": 64, "mode": "pad"},
+                               {"name": "normalise", "backbone": "mobilenet_v2"}])
+    model_input = pipeline(record)
+    geometry = model_input.geometry
+    assert geometry.crop_box != (0, 0, height, width) and geometry.content_box != (0, 0, 64, 64)
+    landed = np.unravel_index(int(np.argmax(model_input.image)), model_input.image.shape)
+    cam = np.zeros((64, 64), np.float32)
+    cam[landed] = 1.0
+    cam = np.asarray(__import__("cv2").GaussianBlur(cam, (0, 0), 1.5))
+    on_image = map_on_image(cam, geometry)
+    peak = np.unravel_index(int(np.argmax(on_image)), on_image.shape)
+    assert abs(peak[0] - spot[0]) <= 4 and abs(peak[1] - spot[1]) <= 4
+    assert on_image.max() > 0.9  # normalised on the model-input grid, then interpolated onto the image
+    top, left, bottom, right = geometry.crop_box
+    outside = np.ones_like(on_image, dtype=bool)
+    outside[top:bottom, left:right] = False
+    assert not on_image[outside].any()  # nothing outside what the model saw
 
 
 def test_batch_results_equal_single_results(engine, records, analysed):
     for record, batched in zip(records, analysed, strict=True):
-        single = engine.analyze([record])[0]
+        single = analyze_batch(engine, [record])[0]
         assert single.prediction.probability == pytest.approx(batched.prediction.probability, abs=1e-5)
         np.testing.assert_allclose(single.heatmap, batched.heatmap, atol=1e-5)
         np.testing.assert_array_equal(single.model_input, batched.model_input)
@@ -158,7 +206,7 @@ def test_lazy_load_logs_device_and_chunks_batches(pack, records, analysed, caplo
     engine = InferenceEngine(pack, batch_size=2)
     assert not engine.loaded and engine.device == ""
     with caplog.at_level(logging.INFO, logger="asdesk.inference"):
-        results = engine.analyze(records)
+        results = analyze_batch(engine, records)
     assert engine.loaded
     assert "loaded model pack mobilenet-test version 0.0.1" in caplog.text
     assert engine.device and engine.device in caplog.text
@@ -184,7 +232,7 @@ def test_probabilities_match_the_model_in_chunks(engine):
 
 
 def test_analyze_without_gradcam(engine, records, analysed):
-    results = engine.analyze(records, gradcam=False)
+    results = analyze_batch(engine, records, gradcam=False)
     for plain, explained in zip(results, analysed, strict=True):
         assert plain.heatmap is None and plain.overlay is None
         assert plain.timings_ms["gradcam"] == 0.0
@@ -192,30 +240,30 @@ def test_analyze_without_gradcam(engine, records, analysed):
 
 
 def test_operating_points_and_decisions(engine, records):
-    result = engine.analyze(records[:1], operating_point="high_sensitivity", gradcam=False)[0]
+    result = analyze_batch(engine, records[:1], operating_point="high_sensitivity", gradcam=False)[0]
     assert result.prediction.threshold == 0.3 and result.prediction.operating_point == "high_sensitivity"
-    assert engine.decide(0.5) == Prediction(0.5, 0.5, "balanced", True, "Finding present")
-    assert engine.decide(0.49).finding == "No finding"
-    assert engine.decide(0.3, "high_sensitivity").positive
-    assert not engine.decide(0.69, "high_specificity").positive
+    assert judge(engine.card, 0.5) == Prediction(0.5, 0.5, "balanced", True, "Finding present", 0.5, False)
+    assert judge(engine.card, 0.49).finding == "No finding"
+    assert judge(engine.card, 0.3, "high_sensitivity").positive
+    assert not judge(engine.card, 0.69, "high_specificity").positive
     with pytest.raises(CardError, match="no operating point 'youden'"):
-        engine.decide(0.5, "youden")
+        judge(engine.card, 0.5, "youden")
     with pytest.raises(CardError, match="no operating point"):
-        engine.analyze(records, operating_point="youden")
+        analyze_batch(engine, records, operating_point="youden")
     with pytest.raises(ValueError, match="non-finite"):
-        engine.decide(float("nan"))
+        judge(engine.card, float("nan"))
 
 
 def test_cancel_stops_analysis(engine, records):
     token = CancelToken()
     token.cancel()
     with pytest.raises(CancelledError):
-        engine.analyze(records, cancel=token)
+        analyze_batch(engine, records, cancel=token)
 
 
 def test_empty_analysis_does_not_load_the_model(pack):
     engine = InferenceEngine(pack)
-    assert engine.analyze([]) == []
+    assert analyze_batch(engine, []) == []
     assert not engine.loaded
     with pytest.raises(ValueError, match="batch_size"):
         InferenceEngine(pack, batch_size=0)
@@ -223,14 +271,14 @@ def test_empty_analysis_does_not_load_the_model(pack):
 
 def _slices(engine: InferenceEngine, record: ImageRecord, probabilities: list[float]) -> list[AnalysisResult]:
     return [AnalysisResult(record=record, model_input=np.zeros((32, 32), np.float32),
-                           prediction=engine.decide(p), model=engine.info) for p in probabilities]
+                           prediction=judge(engine.card, p), model=engine.info) for p in probabilities]
 
 
 def test_study_result_top_k_mean(engine, records):
     values = [0.9, 0.2, 0.7, 0.4]
     score, prediction = study_result(values, StudyRule("top_k_mean", 2, 0.75, ""))
     assert score == pytest.approx(0.8)
-    assert prediction == Prediction(pytest.approx(0.8), 0.75, "study", True, "positive")
+    assert prediction == Prediction(pytest.approx(0.8), 0.75, "study", True, "positive", pytest.approx(0.8))
     score, prediction = study_result(values, StudyRule("top_k_mean", 2, 0.85, ""))
     assert not prediction.positive and prediction.finding == "negative"
     score, _ = study_result(values, StudyRule("top_k_mean", 10, 0.5, ""))  # fewer slices than k
@@ -241,23 +289,24 @@ def test_study_result_top_k_mean(engine, records):
         study_result([], StudyRule("top_k_mean", 2, 0.5, ""))
 
     slices = _slices(engine, records[1], [0.1, 0.6, 0.3, 0.5])
-    score, prediction = engine.study_result(slices)  # the card's rule: top 2, threshold 0.5
+    score, prediction, _text = study_decision(slices, engine.card)  # the card's rule: top 2, threshold 0.5
     assert score == pytest.approx(0.55)
     assert prediction.positive and prediction.finding == "Finding present" and prediction.threshold == 0.5
-    score, prediction = study_result(slices, StudyRule("top_k_mean", 3, 0.5, ""))
+    score, prediction = study_result([0.1, 0.6, 0.3, 0.5], StudyRule("top_k_mean", 3, 0.5, ""), "Yes", "No")
     assert score == pytest.approx(0.4667, abs=1e-4)
-    assert prediction.finding == "No finding"  # labels from the results' ModelInfo
+    assert prediction.finding == "No"
 
 
-def test_study_result_needs_a_rule(pack, tmp_path):
+def test_study_without_a_rule_is_the_most_probable_slice(pack, tmp_path, records):
     card = engine_card()
     del card["study_rule"]
     folder = shutil.copytree(pack.path, tmp_path / "no-rule")
     card["sha256"] = pack.card.sha256
     (folder / "card.json").write_text(json.dumps(card), encoding="utf-8")
     engine = InferenceEngine(load_pack(folder))
-    with pytest.raises(CardError, match="defines no study_rule"):
-        engine.study_result([0.5])
+    slices = _slices(engine, records[1], [0.1, 0.6, 0.3])
+    score, prediction, text = study_decision(slices, engine.card)
+    assert score == pytest.approx(0.6) and prediction.positive and "not validated at study level" in text
 
 
 def test_engine_refuses_a_damaged_model(pack, tmp_path):

@@ -18,6 +18,7 @@ from asdesk.tasks import (
     EngineCache,
     ScreeningCancelledError,
     ScreeningError,
+    analyze_batch,
     analyze_path,
     analyze_records,
     report_name,
@@ -266,7 +267,7 @@ def test_screen_writes_a_row_per_image_and_an_error_row_per_bad_file(screen_dir,
 
     good = [row for row in table if not row["error"]]
     records = [read_image(row["file"]) for row in good]
-    direct = engines.get(TINY_PACK_ID).analyze(records, gradcam=False)
+    direct = analyze_batch(engines.get(TINY_PACK_ID), records, gradcam=False)
     for row, result in zip(good, direct, strict=True):
         assert float(row["probability"]) == pytest.approx(result.prediction.probability, abs=1e-6)
         assert row["finding"] == result.prediction.finding
@@ -324,7 +325,7 @@ def test_screen_without_model_routes_per_image_and_flags_unmatched(screen_dir, t
     by_name = {Path(row["file"]).name: row for row in table}
     assert by_name["I1000000"]["model_id"] == "tiny-mr-only" and not by_name["I1000000"]["error"]
     knee_rows = [row for row in table if row["file"].endswith(".png") and "broken" not in row["file"]]
-    assert knee_rows and all("no model pack accepts" in row["error"] for row in knee_rows)
+    assert knee_rows and all("no installed model pack was made for" in row["error"] for row in knee_rows)
     assert summary.n_done == 3  # the three readable STIR files
     assert summary.n_errors == len(table) - 3
 

@@ -21,6 +21,7 @@ from asdesk.core.errors import (
 from asdesk.core.progress import CancelToken, NullProgress, ProgressSink
 from asdesk.core.records import (
     AnalysisResult,
+    GateVerdict,
     ImageMetadata,
     ImageRecord,
     ModelInfo,
@@ -36,6 +37,7 @@ __all__ = [
     "CardError",
     "DicomDecodeError",
     "EmptySeriesError",
+    "GateVerdict",
     "ImageMetadata",
     "ImageRecord",
     "ModelHashMismatchError",

@@ -55,6 +55,17 @@ class ImageMetadata:
         (0028,0101), or the raster bit depth.
     manufacturer : str
         (0008,0070).
+    image_orientation : tuple of float or None
+        (0020,0037) ImageOrientationPatient: direction cosines of the row and the column (6 values, patient
+        coordinates LPS); ``None`` when the file has none (radiographs, raster files).
+    scanning_sequence : str
+        (0018,0020), e.g. ``"SE\\IR"``; MR only.
+    sequence_name : str
+        (0018,0024), e.g. ``"*tir2d1rs13"`` (Siemens STIR); MR only.
+    inversion_time_ms : float or None
+        (0018,0082) in ms; MR inversion-recovery sequences only.
+    protocol_name : str
+        (0018,1030).
     """
 
     source: Path
@@ -80,6 +91,11 @@ class ImageMetadata:
     photometric_interpretation: str = ""
     bits_stored: int | None = None
     manufacturer: str = ""
+    image_orientation: tuple[float, ...] | None = None
+    scanning_sequence: str = ""
+    sequence_name: str = ""
+    inversion_time_ms: float | None = None
+    protocol_name: str = ""
 
 
 @dataclass(frozen=True, eq=False)
@@ -145,15 +161,21 @@ class Prediction:
     Attributes
     ----------
     probability : float
-        Probability of the positive class, in [0, 1].
+        Probability of the positive class, in [0, 1], as shown: calibrated when the card has a calibration
+        (then ``threshold`` is the calibrated threshold too); for a study, the study score.
     threshold : float
-        The operating point's threshold used for the finding.
+        The operating point's threshold used for the finding, on the same scale as ``probability``.
     operating_point : str
         ``"high_sensitivity"``, ``"balanced"`` or ``"high_specificity"``.
     positive : bool
         ``probability >= threshold``.
     finding : str
         The card's positive or negative label.
+    raw_probability : float or None
+        The model's own output, before calibration (``None`` when not recorded).
+    calibrated : bool
+        ``probability`` and ``threshold`` went through the card's calibration; False for raw outputs and
+        for study scores.
     """
 
     probability: float
@@ -161,6 +183,55 @@ class Prediction:
     operating_point: str
     positive: bool
     finding: str
+    raw_probability: float | None = None
+    calibrated: bool = False
+
+
+@dataclass(frozen=True)
+class GateVerdict:
+    """Whether an image was inside what its model was validated for (DESIGN.md, "A finding is earned").
+
+    Two gates stand before a finding: the *metadata* gate (modality, body part, MR plane and sequence against
+    the card) and the *content* gate (distance of the image's pooled features to the training images,
+    Lee et al., NeurIPS 2018). A refused image gets no finding unless the user overrides the refusal, and an
+    overridden result is marked as outside validated use wherever it appears.
+
+    Attributes
+    ----------
+    reasons : tuple of str
+        Why the image is outside the model's validated use; empty when both gates accepted it.
+    distance : float or None
+        Content-gate distance of the image (dimensionless Mahalanobis distance), ``None`` when not measured.
+    threshold : float or None
+        The card's content-gate threshold: a distance above it is out of distribution.
+    overridden : bool
+        The user asked for a result despite the refusal (``--force``, the window's override button).
+    content_checked : bool
+        False when the pack has no content gate (only the metadata gate was applied).
+    """
+
+    reasons: tuple[str, ...] = ()
+    distance: float | None = None
+    threshold: float | None = None
+    overridden: bool = False
+    content_checked: bool = True
+
+    @property
+    def accepted(self) -> bool:
+        """Both gates accepted the image."""
+        return not self.reasons
+
+    @property
+    def refused(self) -> bool:
+        """The image is refused and the refusal was not overridden: show no finding."""
+        return bool(self.reasons) and not self.overridden
+
+    def text(self, pack_id: str) -> str:
+        """One line for a report or a CSV: empty when accepted."""
+        if not self.reasons:
+            return ""
+        head = f"outside what {pack_id} was validated for: " + "; ".join(self.reasons)
+        return head + (" (overridden by the user: result outside validated use)" if self.overridden else "")
 
 
 @dataclass(frozen=True, eq=False)
@@ -184,6 +255,12 @@ class AnalysisResult:
         RGBA uint8 (H, W, 4): the heatmap through a colour map with alpha, to draw over ``record.display``.
     timings_ms : dict
         Per-stage wall time in ms (``read``, ``preprocess``, ``classify``, ``gradcam``).
+    gate : GateVerdict
+        The metadata and content gates' verdict. When ``gate.refused`` the result has no finding: every
+        display shows the refusal instead of ``prediction`` (which keeps the model's output for audit).
+    crop_box : tuple of int or None
+        (top, left, bottom, right) in image pixels: the part of the image the model saw (its crop), for the
+        viewer's outline; ``None`` when the model saw the whole image.
     """
 
     record: ImageRecord
@@ -193,6 +270,20 @@ class AnalysisResult:
     heatmap: np.ndarray | None = None
     overlay: np.ndarray | None = None
     timings_ms: dict[str, float] = field(default_factory=dict)
+    gate: GateVerdict = field(default_factory=GateVerdict)
+    crop_box: tuple[int, int, int, int] | None = None
+
+    @property
+    def refused(self) -> bool:
+        """True when the image was refused (and not overridden): it has no finding."""
+        return self.gate.refused
+
+    @property
+    def finding_text(self) -> str:
+        """What every display shows as the finding: the finding, or the refusal."""
+        if self.gate.refused:
+            return "Not analysed: " + self.gate.text(self.model.pack_id)
+        return self.prediction.finding
 
 
 @dataclass(frozen=True, eq=False)
@@ -219,3 +310,13 @@ class SeriesResult:
     study_prediction: Prediction
     study_rule: str
     errors: tuple[str, ...] = ()
+
+    @property
+    def refused(self) -> bool:
+        """Every slice was refused by the model's gates: the series has no finding."""
+        return bool(self.slices) and all(result.refused for result in self.slices)
+
+    @property
+    def n_refused(self) -> int:
+        """Slices refused by the model's gates (left out of the study result)."""
+        return sum(1 for result in self.slices if result.refused)

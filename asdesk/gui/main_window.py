@@ -36,7 +36,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from asdesk.core import AnalysisResult, ImageRecord, Prediction
+from asdesk.core import ImageRecord
 from asdesk.core.paths import user_data_dir
 from asdesk.core.settings import Settings
 from asdesk.gui.about import AboutDialog
@@ -173,25 +173,10 @@ def preview_stages(steps: Sequence[dict[str, Any]], record: ImageRecord) -> list
 
 
 def redecide(outcome: AnalysisOutcome, operating_point: str) -> AnalysisOutcome:
-    """The same outcome judged at another of its card's operating points (no new model run).
+    """The same outcome judged at another of its card's operating points (:func:`asdesk.tasks.redecide`)."""
+    from asdesk.tasks import redecide as judge_again
 
-    The slice findings follow ``probability >= threshold`` (as :meth:`InferenceEngine.decide`); a series'
-    study-level result follows the card's study rule and does not change.
-    """
-    card = outcome.card
-    if operating_point not in card.operating_points:
-        return outcome
-    name, threshold = card.threshold(operating_point)
-
-    def judge(result: AnalysisResult) -> AnalysisResult:
-        probability = float(result.prediction.probability)
-        positive = probability >= threshold
-        prediction = Prediction(probability, float(threshold), name, positive,
-                                card.positive_label if positive else card.negative_label)
-        return dataclasses.replace(result, prediction=prediction)
-
-    results = tuple(judge(r) for r in outcome.results)
-    series = dataclasses.replace(outcome.series, slices=results) if outcome.series is not None else None
+    results, series = judge_again(outcome.results, outcome.series, outcome.card, operating_point)
     return dataclasses.replace(outcome, results=results, series=series)
 
 
@@ -473,6 +458,7 @@ class MainWindow(QMainWindow):
         self.viewer.sig_slice_changed.connect(self._on_slice_changed)
         self.results_panel.sig_slice_requested.connect(self.viewer.set_slice)
         self.results_panel.sig_operating_point_changed.connect(self.set_operating_point)
+        self.results_panel.sig_override_requested.connect(self.analyse_anyway)
         self.preprocessing_panel.sig_pipeline_changed.connect(self._on_pipeline_changed)
         self.case_list.currentRowChanged.connect(self._on_case_selected)
         self.screening.sig_start_requested.connect(self.start_screening)
@@ -552,15 +538,13 @@ class MainWindow(QMainWindow):
         if not self.service.ready or not case.records:
             return
         from asdesk.core import ModelNotFoundError
-        from asdesk.inference import find_pack
+        from asdesk.tasks import pack_for
 
-        meta = case.records[0].metadata
         try:
-            pack = find_pack(self.settings.default_model or None, meta.modality, meta.body_part,
-                             packs=self.service.packs)
+            pack = pack_for(case.records[0].metadata, self.service.packs, self.settings.default_model or None)
         except ModelNotFoundError as error:
             self.card = None
-            self.results_panel.clear("No model for this image")
+            self.results_panel.clear("No model was made for this image")
             self.notifier.warning(str(error))
             return
         if self.card is not pack.card:
@@ -698,8 +682,13 @@ class MainWindow(QMainWindow):
             self.open_paths(paths)
 
     # ------------------------------------------------------------------------------------ analysis
-    def analyse_current(self) -> int | None:
+    def analyse_current(self, force: bool = False) -> int | None:
         """Analyse the case shown (F5) with the selected model, operating point and preprocessing.
+
+        Parameters
+        ----------
+        force : bool
+            Override the gates' refusals ("Analyse anyway"): results are marked as outside validated use.
 
         Returns
         -------
@@ -716,9 +705,21 @@ class MainWindow(QMainWindow):
         preprocessing = state.steps if state is not None and state.modified else None
         case.job_id = self.service.analyze(case.records, case.source, model_id=self.settings.default_model,
                                            operating_point=self.settings.operating_point,
-                                           preprocessing=preprocessing, read_errors=case.read_errors)
+                                           preprocessing=preprocessing, read_errors=case.read_errors,
+                                           force=force)
         self._show_busy()
         return case.job_id
+
+    def analyse_anyway(self) -> int | None:
+        """Analyse the case shown despite its refusal; the result is marked as outside validated use."""
+        answer = QMessageBox.question(
+            self, "Analyse outside validated use?",
+            "The model's gates refused this image: it is outside what the model was validated for. A finding "
+            "given anyway is marked as outside validated use in the window, the PDF report and the CSV.\n\n"
+            "Analyse anyway?")
+        if answer != QMessageBox.StandardButton.Yes:
+            return None
+        return self.analyse_current(force=True)
 
     def _show_busy(self) -> None:
         message = ("Waiting for the models to load…" if not self.service.ready else "Analysing…")
@@ -785,17 +786,25 @@ class MainWindow(QMainWindow):
         case.outcome = outcome
         row = self.cases.index(case)
         first = outcome.series.study_prediction if outcome.series is not None else outcome.results[0].prediction
-        label = f"{case.name} — {first.finding} {first.probability:.2f}"
+        refused = outcome.series.refused if outcome.series is not None else outcome.results[0].refused
+        summary = "refused: outside validated use" if refused else f"{first.finding} {first.probability:.2f}"
+        label = f"{case.name} — {summary}"
         self.case_list.item(row).setText(label)
         if case is self.case:
             if first_result and outcome.series is not None and len(outcome.results) > 1:
                 # Open on the slice with the most evidence (the one the PDF report shows); a re-analysis
                 # leaves the reader where they are.
-                probabilities = [result.prediction.probability for result in outcome.results]
+                probabilities = [-1.0 if result.refused else result.prediction.probability
+                                 for result in outcome.results]
                 self.viewer.set_slice(probabilities.index(max(probabilities)))
             self._show_outcome(outcome)
         timing = f" in {outcome.elapsed_s:.1f} s on {outcome.device}" if outcome.device else ""
-        self.notifier.info(f"Analysed {case.name}: {first.finding} (probability {first.probability:.3f}){timing}.")
+        if refused:
+            self.notifier.warning(f"{case.name} was refused by {outcome.card.id}: it is outside what the model was "
+                                  "validated for (see the Results panel).")
+        else:
+            self.notifier.info(f"Analysed {case.name}: {first.finding} (probability {first.probability:.3f})"
+                               f"{timing}.")
 
     def _show_outcome(self, outcome: AnalysisOutcome) -> None:
         self.card = outcome.card

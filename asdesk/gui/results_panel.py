@@ -19,6 +19,7 @@ from PySide6.QtWidgets import (
     QGroupBox,
     QHBoxLayout,
     QLabel,
+    QPushButton,
     QScrollArea,
     QSizePolicy,
     QVBoxLayout,
@@ -26,10 +27,11 @@ from PySide6.QtWidgets import (
 )
 
 from asdesk.core import AnalysisResult, SeriesResult
-from asdesk.core.performance import chance_warning
+from asdesk.core.performance import chance_warning, held_out_evidence
 
 POSITIVE_COLOUR = "#c0392b"
 NEGATIVE_COLOUR = "#1e8449"
+REFUSED_COLOUR = "#7a5c00"
 OPERATING_POINT_TITLES = {
     "high_sensitivity": "high sensitivity",
     "balanced": "balanced",
@@ -162,10 +164,13 @@ class ResultsPanel(QWidget):
         A point of the per-slice plot was clicked: show that slice (0-based).
     sig_operating_point_changed(str)
         The reader chose another operating point.
+    sig_override_requested()
+        The reader asked for a finding on an image the model's gates refused (marked outside validated use).
     """
 
     sig_slice_requested = Signal(int)
     sig_operating_point_changed = Signal(str)
+    sig_override_requested = Signal()
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -197,6 +202,22 @@ class ResultsPanel(QWidget):
         self.chance_label.setStyleSheet("QLabel { background: #f8d7da; color: #58151c; border: 2px solid "
                                         "#b02a37; border-radius: 4px; padding: 4px; font-weight: bold; }")
         self.chance_label.setVisible(False)
+        # Refused images (outside what the model was validated for): the reason, and a visible override.
+        self.refusal_label = QLabel("")
+        self.refusal_label.setWordWrap(True)
+        self.refusal_label.setStyleSheet("QLabel { background: #fff3cd; color: #4d3a00; border: 2px solid "
+                                         "#b58900; border-radius: 4px; padding: 4px; }")
+        self.refusal_label.setVisible(False)
+        self.override_button = QPushButton("Analyse anyway (result outside validated use)")
+        self.override_button.setToolTip("Give a finding despite the refusal; the result is marked as outside the "
+                                        "model's validated use in the window, the reports and the CSV")
+        self.override_button.clicked.connect(self.sig_override_requested.emit)
+        self.override_button.setVisible(False)
+        # The held-out numbers beside the finding, with the protocol they come from.
+        self.evidence_label = QLabel("")
+        self.evidence_label.setWordWrap(True)
+        self.evidence_label.setTextFormat(Qt.TextFormat.RichText)
+        self.evidence_label.setStyleSheet("color: #333333;")
 
         self.study_label = QLabel("")
         self.study_label.setWordWrap(True)
@@ -249,6 +270,9 @@ class ResultsPanel(QWidget):
         point_row.addWidget(self.operating_point_box, 1)
         self.point_row.setVisible(False)
         finding_layout.addWidget(self.point_row)
+        finding_layout.addWidget(self.refusal_label)
+        finding_layout.addWidget(self.override_button)
+        finding_layout.addWidget(self.evidence_label)
         finding_layout.addWidget(self.warning_label)
         finding_layout.addWidget(self.chance_label)
         self.model_box = model_box = QGroupBox("Model")
@@ -262,8 +286,8 @@ class ResultsPanel(QWidget):
 
         content = QWidget()
         content_layout = QVBoxLayout(content)
+        content_layout.addWidget(self.series_box)  # a series: the study result leads, the slice follows
         content_layout.addWidget(finding_box)
-        content_layout.addWidget(self.series_box)
         content_layout.addWidget(model_box)
         content_layout.addStretch(1)
         scroll = QScrollArea()
@@ -284,6 +308,9 @@ class ResultsPanel(QWidget):
         self.bar.set_values(None, {}, "")
         self.series_box.setVisible(False)
         self.warning_label.setVisible(False)
+        self.refusal_label.setVisible(False)
+        self.override_button.setVisible(False)
+        self.evidence_label.setText("")
 
     def set_busy(self, message: str) -> None:
         """Show that an analysis is running."""
@@ -320,15 +347,17 @@ class ResultsPanel(QWidget):
         current = self.operating_point_box.currentData()
         self.operating_point_box.blockSignals(True)
         self.operating_point_box.clear()
-        for name, point in card.operating_points.items():
+        thresholds = self._thresholds()
+        for name in card.operating_points:
+            evidence = held_out_evidence(raw, name)
             extra = []
-            if point.sensitivity is not None:
-                extra.append(f"sens {float(point.sensitivity):.2f}")
-            if point.specificity is not None:
-                extra.append(f"spec {float(point.specificity):.2f}")
-            details = f" ({', '.join(extra)})" if extra else ""
+            if evidence.sensitivity is not None:
+                extra.append(f"sens {evidence.sensitivity.value:.2f}")
+            if evidence.specificity is not None:
+                extra.append(f"spec {evidence.specificity.value:.2f}")
+            details = f" (held-out {', '.join(extra)})" if extra else ""
             self.operating_point_box.addItem(
-                f"{OPERATING_POINT_TITLES.get(name, name)} ≥ {point.threshold:.3f}{details}", name)
+                f"{OPERATING_POINT_TITLES.get(name, name)} ≥ {thresholds[name]:.3f}{details}", name)
         wanted = current if current in card.operating_points else card.default_operating_point
         self.operating_point_box.setCurrentIndex(max(0, self.operating_point_box.findData(wanted)))
         self.operating_point_box.blockSignals(False)
@@ -373,8 +402,8 @@ class ResultsPanel(QWidget):
         self.series_box.setVisible(multi)
         if multi:
             x = np.arange(1, len(self._results) + 1, dtype=float)
-            y = np.array([r.prediction.probability for r in self._results], dtype=float)
-            self.curve.setData(x, y)
+            y = np.array(self.probabilities(), dtype=float)
+            self.curve.setData(x, y, connect="finite")
             self.plot.setXRange(0.5, len(self._results) + 0.5, padding=0)
         self._index = min(self._index, len(self._results) - 1) if self._results else 0
         self._refresh()
@@ -385,53 +414,81 @@ class ResultsPanel(QWidget):
         self._refresh()
 
     def probabilities(self) -> list[float]:
-        """Per-slice probabilities shown (empty without a result)."""
-        return [float(r.prediction.probability) for r in self._results]
+        """Per-slice probabilities shown (empty without a result; NaN for a refused slice)."""
+        return [float("nan") if r.refused else float(r.prediction.probability) for r in self._results]
 
     # -------------------------------------------------------------------------------------- internals
     def _thresholds(self) -> dict[str, float]:
+        """The card's thresholds on the scale of the probabilities shown (calibrated when the card is)."""
         if self._card is None:
             return {}
-        return {name: float(point.threshold) for name, point in self._card.operating_points.items()}
+        from asdesk.tasks import calibrate
+
+        calibration = (getattr(self._card, "raw", {}) or {}).get("calibration") or None
+        return {name: float(calibrate(float(point.threshold), calibration))
+                for name, point in self._card.operating_points.items()}
 
     def _refresh(self) -> None:
+        """Show the result of the current slice as :mod:`asdesk.tasks` judged it (no decision is made here)."""
         if not self._results or self._card is None:
             return
-        name = self.operating_point()
-        thresholds = self._thresholds()
-        threshold = thresholds.get(name, self._results[0].prediction.threshold)
         index = min(max(self._index, 0), len(self._results) - 1)
         result = self._results[index]
-        probability = float(result.prediction.probability)
-        positive = probability >= threshold
-        label = self._card.positive_label if positive else self._card.negative_label
+        prediction = result.prediction
+        name = prediction.operating_point
+        thresholds = self._thresholds()
         where = f"slice {index + 1} of {len(self._results)}: " if len(self._results) > 1 else ""
-        self.finding_label.setText(f"{where}{label}")
-        self.finding_label.setStyleSheet(f"color: {POSITIVE_COLOUR if positive else NEGATIVE_COLOUR};")
-        self.probability_label.setText(
-            f"Probability <b>{probability:.3f}</b> {'≥' if positive else '<'} threshold {threshold:.3f} "
-            f"({OPERATING_POINT_TITLES.get(name, name)} operating point)")
-        self.bar.set_values(probability, thresholds, name)
+        raw = getattr(self._card, "raw", {}) or {}
+        if result.refused:
+            self.finding_label.setText(f"{where}not analysed: outside what this model was validated for")
+            self.finding_label.setStyleSheet(f"color: {REFUSED_COLOUR};")
+            self.probability_label.setText("")
+            self.refusal_label.setText("⚠ " + html.escape(result.gate.text(result.model.pack_id)))
+            self.refusal_label.setVisible(True)
+            self.override_button.setVisible(True)
+            self.bar.set_values(None, thresholds, name)
+            self.evidence_label.setText("")
+        else:
+            positive = prediction.positive
+            self.finding_label.setText(f"{where}{prediction.finding}")
+            self.finding_label.setStyleSheet(f"color: {POSITIVE_COLOUR if positive else NEGATIVE_COLOUR};")
+            kind = "Calibrated probability" if prediction.calibrated else "Probability"
+            self.probability_label.setText(
+                f"{kind} <b>{prediction.probability:.3f}</b> {'≥' if positive else '<'} threshold "
+                f"{prediction.threshold:.3f} ({OPERATING_POINT_TITLES.get(name, name)} operating point)")
+            overridden = result.gate.overridden
+            self.refusal_label.setText("⚠ Result outside validated use (refusal overridden by the reader): "
+                                       + html.escape("; ".join(result.gate.reasons)) if overridden else "")
+            self.refusal_label.setVisible(overridden)
+            self.override_button.setVisible(False)
+            self.bar.set_values(prediction.probability, thresholds, name)
+            lines = held_out_evidence(raw, name).lines()
+            self.evidence_label.setText("<br>".join(f"<small>{html.escape(line)}</small>" for line in lines))
         if len(self._results) > 1:
-            self._refresh_series(threshold, index)
+            self._refresh_series(thresholds.get(name, prediction.threshold), index)
 
     def _refresh_series(self, threshold: float, index: int) -> None:
         probabilities = np.array(self.probabilities())
-        brushes = [pg.mkBrush(POSITIVE_COLOUR if p >= threshold else NEGATIVE_COLOUR) for p in probabilities]
+        brushes = [pg.mkBrush(POSITIVE_COLOUR if r.prediction.positive else NEGATIVE_COLOUR) for r in self._results]
         sizes = [14 if i == index else 9 for i in range(len(probabilities))]
         spots = [{"pos": (i + 1, p), "data": i, "brush": b, "size": s, "pen": pg.mkPen("k", width=1)}
-                 for i, (p, b, s) in enumerate(zip(probabilities, brushes, sizes, strict=True))]
+                 for i, (p, b, s) in enumerate(zip(probabilities, brushes, sizes, strict=True)) if np.isfinite(p)]
         self.points.setData(spots)
         self.threshold_line.setValue(threshold)
         self.slice_line.setValue(index + 1)
         series = self._series
-        if series is not None:
+        if series is not None and series.refused:
+            self.study_label.setText(
+                f"<span style='font-size:large'>Study: <b style='color:{REFUSED_COLOUR}'>not analysed</b></span>"
+                " — every slice is outside what the model was validated for")
+        elif series is not None:
             study = series.study_prediction
             colour = POSITIVE_COLOUR if study.positive else NEGATIVE_COLOUR
             self.study_label.setText(
-                f"Study: <b style='color:{colour}'>{html.escape(study.finding)}</b> — score "
-                f"{series.study_probability:.3f} {'≥' if study.positive else '<'} {study.threshold:.3f}<br>"
-                f"<small>{html.escape(series.study_rule)}</small>"
+                f"<span style='font-size:large'>Study: <b style='color:{colour}'>{html.escape(study.finding)}</b>"
+                f"</span> — score {series.study_probability:.3f} {'≥' if study.positive else '<'} "
+                f"{study.threshold:.3f}<br><small>{html.escape(series.study_rule)}</small>"
+                + (f"<br><small>{series.n_refused} slice(s) refused</small>" if series.n_refused else "")
                 + (f"<br><small>{len(series.errors)} file(s) unreadable</small>" if series.errors else ""))
         else:
             self.study_label.setText("Per-slice probabilities (click a point to show that slice).")

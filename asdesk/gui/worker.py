@@ -13,7 +13,6 @@ The worker calls the same :mod:`asdesk.tasks` functions as the command line (``a
 
 from __future__ import annotations
 
-import copy
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -74,6 +73,9 @@ class AnalyzeRequest:
     read_errors : tuple of str
         Files of the series that could not be read (kept in the :class:`SeriesResult`).
     cancel : CancelToken
+    force : bool
+        Override the gates' refusals (the reader pressed "Analyse anyway"): results are marked as outside
+        validated use.
     """
 
     job_id: int
@@ -84,6 +86,7 @@ class AnalyzeRequest:
     preprocessing: tuple[dict[str, Any], ...] | None = None
     read_errors: tuple[str, ...] = ()
     cancel: CancelToken = field(default_factory=CancelToken)
+    force: bool = False
 
 
 @dataclass(frozen=True)
@@ -298,28 +301,10 @@ class ModelWorker(QObject):
             operating_point = request.operating_point or None
             if operating_point is not None and operating_point not in card.operating_points:
                 operating_point = None
-            if not modified:
-                outcome = analysis.analyze_records(
-                    records, model_id=card.id, operating_point=operating_point, gradcam=True,
-                    progress=progress, cancel=request.cancel, engines=cache, errors=request.read_errors)
-            else:
-                from asdesk.preprocess import build_pipeline
-
-                variant = copy.copy(engine)  # shares the loaded model; only the pipeline differs
-                variant.pipeline = build_pipeline(steps)
-                LOGGER.warning("analysing %s with preprocessing modified from card %s: outside validation",
-                               Path(request.source).name, card.id)
-                if len(records) > 1:
-                    outcome = analysis.analyze_series(records, variant, operating_point, True, progress,
-                                                      request.cancel, request.read_errors)
-                else:
-                    progress.start(1, f"Analysing with {card.id} (modified preprocessing)")
-                    try:
-                        outcome = analysis.analyze_image(records[0], variant, operating_point, True,
-                                                         request.cancel)
-                        progress.advance(1, Path(request.source).name)
-                    finally:
-                        progress.finish()
+            outcome = analysis.analyze_records(
+                records, model_id=card.id, operating_point=operating_point, gradcam=True,
+                as_series=len(records) > 1, progress=progress, cancel=request.cancel, engines=cache,
+                errors=request.read_errors, force=request.force, preprocessing=steps if modified else None)
             if isinstance(outcome, SeriesResult):
                 results, series = tuple(outcome.slices), outcome
             else:
@@ -339,7 +324,8 @@ class ModelWorker(QObject):
         cache = self._cache()
         outcome = analysis.analyze_path(request.source, model_id=request.model_id or None,
                                         operating_point=request.operating_point or None, gradcam=True,
-                                        progress=progress, cancel=request.cancel, engines=cache)
+                                        progress=progress, cancel=request.cancel, engines=cache,
+                                        force=request.force)
         if isinstance(outcome, SeriesResult):
             results, series = tuple(outcome.slices), outcome
         else:
@@ -501,7 +487,7 @@ class ModelService(QObject):
     # ------------------------------------------------------------------------------------------- jobs
     def analyze(self, records: Sequence[ImageRecord], source: str, model_id: str = "", operating_point: str = "",
                 preprocessing: Sequence[Mapping[str, Any]] | None = None,
-                read_errors: Sequence[str] = ()) -> int:
+                read_errors: Sequence[str] = (), force: bool = False) -> int:
         """Queue an analysis; returns its job id at once.
 
         Parameters
@@ -519,6 +505,8 @@ class ModelService(QObject):
             A modified pipeline (the preprocessing panel's), or ``None`` for the card's.
         read_errors : sequence of str
             Unreadable files of the series.
+        force : bool
+            Override the gates' refusals (results marked as outside validated use).
 
         Returns
         -------
@@ -528,7 +516,7 @@ class ModelService(QObject):
         self.start()
         request = AnalyzeRequest(next_job_id(), tuple(records), str(source), model_id, operating_point,
                                  None if preprocessing is None else tuple(dict(s) for s in preprocessing),
-                                 tuple(read_errors))
+                                 tuple(read_errors), force=bool(force))
         self._pending[request.job_id] = request.cancel
         self._sig_analyze.emit(request)
         return request.job_id

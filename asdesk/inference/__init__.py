@@ -5,8 +5,8 @@ Importing this package does not import TensorFlow: it is imported on first use (
 """
 
 from asdesk.inference.card import OPERATING_POINTS, ModelCard, OperatingPoint, StudyRule
-from asdesk.inference.engine import InferenceEngine, study_result
-from asdesk.inference.gradcam import GradCam, upsample_and_normalise
+from asdesk.inference.engine import InferenceEngine, ModelOutput
+from asdesk.inference.gradcam import GradCam, map_on_image, upsample_and_normalise
 from asdesk.inference.overlay import blend, colourise, overlay_rgba
 from asdesk.inference.pack import (
     ModelPack,
@@ -24,6 +24,7 @@ __all__ = [
     "GradCam",
     "InferenceEngine",
     "ModelCard",
+    "ModelOutput",
     "ModelPack",
     "OperatingPoint",
     "StudyRule",
@@ -35,9 +36,9 @@ __all__ = [
     "find_pack",
     "load_model",
     "load_pack",
+    "map_on_image",
     "overlay_rgba",
     "sha256_file",
-    "study_result",
     "upsample_and_normalise",
     "write_pack",
 ]

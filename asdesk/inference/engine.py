@@ -8,88 +8,54 @@ owned by one worker thread; it holds no global state besides its loaded model.
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from asdesk.core import AnalysisResult, CancelToken, CardError, ImageRecord, Prediction
-from asdesk.inference.card import StudyRule
-from asdesk.inference.gradcam import GradCam, upsample_and_normalise
-from asdesk.inference.overlay import overlay_rgba
-from asdesk.inference.pack import ModelPack
+from asdesk.core import CancelToken, CardError, ImageRecord
+from asdesk.inference.gradcam import GradCam, map_on_image
+from asdesk.inference.pack import ModelPack, sha256_file
 from asdesk.inference.runtime import configure_device, input_fits, load_model, model_input_shape
 
 LOGGER = logging.getLogger(__name__)
-
-STUDY_OPERATING_POINT = "study"
-
 
 def _milliseconds(start: float) -> float:
     return (time.perf_counter() - start) * 1000.0
 
 
-def _decision(probability: float, name: str, threshold: float, positive_label: str,
-              negative_label: str) -> Prediction:
-    value = float(probability)
-    if not math.isfinite(value):
-        raise ValueError(f"the model produced a non-finite probability ({value}); the model file may be "
-                         "damaged: reinstall the pack")
-    positive = value >= threshold
-    return Prediction(probability=value, threshold=float(threshold), operating_point=name, positive=positive,
-                      finding=positive_label if positive else negative_label)
+@dataclass(frozen=True, eq=False)
+class ModelOutput:
+    """What the model says about one image, before any decision (decisions are made in :mod:`asdesk.tasks`).
 
-
-def study_result(results: Sequence[AnalysisResult] | Sequence[float], rule: StudyRule,
-                 positive_label: str | None = None,
-                 negative_label: str | None = None) -> tuple[float, Prediction]:
-    """The study-level score and finding from slice results (the card's ``study_rule``).
-
-    ``top_k_mean``: the study score is the mean of the ``k`` highest slice probabilities (all slices when
-    there are fewer than ``k``); the study is positive when the score is at or above ``rule.threshold``.
-
-    Parameters
+    Attributes
     ----------
-    results : sequence of AnalysisResult or of float
-        The slices of one study, or their positive-class probabilities in [0, 1].
-    rule : StudyRule
-        From ``card.study_rule``.
-    positive_label, negative_label : str, optional
-        Finding names; default those of the results' :class:`~asdesk.core.ModelInfo` (or
-        ``"positive"``/``"negative"`` for plain probabilities).
-
-    Returns
-    -------
-    study_probability : float
-        The study score, in [0, 1].
-    prediction : Prediction
-        With ``threshold=rule.threshold`` and ``operating_point="study"``.
-
-    Raises
-    ------
-    ValueError
-        No slices, or a rule kind other than ``"top_k_mean"``.
+    record : ImageRecord
+        The image as read.
+    model_input : asdesk.preprocess.ModelInput
+        Exactly what the model received (tensor, image in [0, 1], geometry back to the image).
+    probability : float
+        The model's raw (uncalibrated) positive-class output, in [0, 1].
+    distance : float or None
+        Content-gate distance of the image's pooled features to the training images
+        (:class:`~asdesk.inference.content_gate.ContentGate`); ``None`` when the pack has no content gate.
+    heatmap : numpy.ndarray or None
+        float32 (H, W) in [0, 1] at the image's size: Grad-CAM normalised over the region the model saw
+        (:func:`~asdesk.inference.gradcam.map_on_image`), not yet scaled by the finding's strength; ``None``
+        without Grad-CAM.
+    timings_ms : dict
+        ``preprocess``, ``classify`` (this image's share of the batch) and ``gradcam`` in ms.
     """
-    if len(results) == 0:
-        raise ValueError("a study result needs at least one analysed slice")
-    if rule.kind != "top_k_mean" or rule.k < 1:
-        raise ValueError(f"unsupported study rule {rule.kind!r} (k={rule.k}); "
-                         "asdesk knows 'top_k_mean' with k >= 1")
-    first = results[0]
-    if isinstance(first, AnalysisResult):
-        values = [r.prediction.probability for r in results]  # type: ignore[union-attr]
-        positive_label = positive_label or first.model.positive_label
-        negative_label = negative_label or first.model.negative_label
-    else:
-        values = [float(v) for v in results]  # type: ignore[arg-type]
-    top = sorted(values, reverse=True)[:rule.k]
-    score = float(np.mean(np.asarray(top, dtype=np.float64)))
-    prediction = _decision(score, STUDY_OPERATING_POINT, rule.threshold, positive_label or "positive",
-                           negative_label or "negative")
-    return score, prediction
+
+    record: ImageRecord
+    model_input: Any
+    probability: float
+    distance: float | None
+    heatmap: np.ndarray | None
+    timings_ms: dict[str, float]
 
 
 class InferenceEngine:
@@ -135,6 +101,9 @@ class InferenceEngine:
         self._model: Any = None
         self._classify: Any = None
         self._gradcam: GradCam | None = None
+        self.content_gate: Any = None
+        self._classify_features: Any = None
+        self._features_from_gradcam = False
         self._lock = threading.RLock()
 
     @property
@@ -182,9 +151,69 @@ class InferenceEngine:
 
             self._classify = tf.function(classify, reduce_retracing=True)
             self._model = model
+            self._load_content_gate(model)
             LOGGER.info("loaded model pack %s version %s (sha256 %s) on %s in %.0f ms", self.card.id,
                         self.card.version, self.card.sha256[:12], self.device, _milliseconds(start))
             return self
+
+    def _load_content_gate(self, model: Any) -> None:  # noqa: ANN401
+        """Load the card's content gate (``content_gate.npz``, hash-checked) and its feature function."""
+        spec = self.card.raw.get("content_gate")
+        if not spec:
+            LOGGER.warning("model pack %s has no content gate: only its metadata gate checks what it is given",
+                           self.card.id)
+            return
+        from asdesk.inference.content_gate import ContentGate, feature_model
+
+        path = self.pack.path / str(spec.get("file", "content_gate.npz"))
+        expected = str(spec.get("sha256", "")).lower()
+        if not path.is_file():
+            raise CardError(f"model pack {self.card.id!r}: its card names a content gate {path.name} that is "
+                            "missing; reinstall the pack")
+        if expected and sha256_file(path) != expected:
+            raise CardError(f"model pack {self.card.id!r}: {path.name} does not match the SHA-256 in its card; "
+                            "the pack was altered or damaged: reinstall it")
+        layer = str(spec.get("feature_layer", "head_pool"))
+        try:
+            self.content_gate = ContentGate.load(path, threshold=float(spec["threshold"]), feature_layer=layer)
+        except (KeyError, TypeError, ValueError, OSError) as error:
+            raise CardError(f"model pack {self.card.id!r}: cannot read its content gate {path.name} "
+                            f"({error}); reinstall the pack") from error
+        import tensorflow as tf
+
+        features_model = feature_model(model, layer)
+
+        def classify_with_features(images: Any) -> Any:  # noqa: ANN401
+            features, output = features_model(images, training=False)
+            return output, features
+
+        self._classify_features = tf.function(classify_with_features, reduce_retracing=True)
+        # Grad-CAM's pass already yields the head's input: the same features when the gate reads the pooling
+        # layer that feeds the head directly (dropout is the identity in inference mode).
+        self._features_from_gradcam = self._pooling_feeds_head(model, layer)
+
+    @staticmethod
+    def _pooling_feeds_head(model: Any, layer: str) -> bool:  # noqa: ANN401
+        try:
+            pooling = model.get_layer(layer)
+        except ValueError:
+            return False
+        names = [item.name for item in model.layers]
+        if layer not in names:
+            return False
+        after = names[names.index(layer) + 1:]
+        import keras
+
+        return (isinstance(pooling, keras.layers.GlobalAveragePooling2D)
+                and all(isinstance(model.get_layer(name), keras.layers.Dropout) for name in after[:-1])
+                and len(after) >= 1 and isinstance(model.get_layer(after[-1]), keras.layers.Dense))
+
+    def _forward_with_features(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        import tensorflow as tf
+
+        output, features = self._classify_features(tf.convert_to_tensor(batch, dtype=tf.float32))
+        return (np.asarray(output, dtype=np.float32).reshape(-1),
+                np.asarray(features, dtype=np.float32).reshape(batch.shape[0], -1))
 
     def gradcam(self) -> GradCam:
         """The pack's :class:`GradCam` on ``card.gradcam_layer`` (built once).
@@ -241,75 +270,84 @@ class InferenceEngine:
                  for start in range(0, batch.shape[0], self.batch_size)]
         return np.concatenate(parts).astype(np.float32)
 
-    def decide(self, probability: float, operating_point: str | None = None) -> Prediction:
-        """Turn a probability into a finding at one of the card's operating points.
+    def with_pipeline(self, steps: Sequence[Any]) -> InferenceEngine:
+        """A copy that shares the loaded model but preprocesses with ``steps`` (the preprocessing panel's).
+
+        Results of such a copy are outside the model's validation: the caller marks them so.
 
         Parameters
         ----------
-        probability : float
-            Positive-class probability, in [0, 1].
-        operating_point : str, optional
-            ``"high_sensitivity"``, ``"balanced"`` or ``"high_specificity"``; default the card's.
-
-        Returns
-        -------
-        Prediction
-            Positive when ``probability >= threshold``.
+        steps : sequence of mapping
+            Pipeline steps as in a card's ``preprocessing`` (:func:`asdesk.preprocess.build_pipeline`).
 
         Raises
         ------
-        CardError
-            The card does not define that operating point.
         ValueError
-            The probability is NaN or infinite.
+            Invalid steps, or steps whose output size differs from the model's input.
         """
-        name, threshold = self.card.threshold(operating_point)
-        return _decision(probability, name, threshold, self.card.positive_label, self.card.negative_label)
+        import copy
 
-    def analyze(self, records: Sequence[ImageRecord], operating_point: str | None = None,
-                gradcam: bool = True, cancel: CancelToken | None = None) -> list[AnalysisResult]:
-        """Preprocess, classify and (optionally) explain images.
+        from asdesk.preprocess import build_pipeline
 
-        All images go through the card's pipeline, then through the model in batches of ``batch_size``;
-        with ``gradcam`` each batch is one forward + backward pass that gives both the probabilities and the
-        Grad-CAM maps (:class:`GradCam`). Each map is drawn back onto its image's grid
-        (:meth:`asdesk.preprocess.Geometry.to_image`) and turned into an RGBA overlay
-        (:func:`overlay_rgba`).
+        pipeline = build_pipeline(steps)
+        if pipeline.input_shape != tuple(self.card.input_shape):
+            raise ValueError(f"the modified preprocessing gives {pipeline.input_shape} but model {self.card.id!r} "
+                             f"takes {tuple(self.card.input_shape)}: keep the resize at the card's size")
+        self.load()
+        variant = copy.copy(self)
+        variant.pipeline = pipeline
+        return variant
+
+    def content_distances(self, features: np.ndarray) -> np.ndarray | None:
+        """Content-gate distances of pooled features, or ``None`` when the pack has no content gate.
+
+        Parameters
+        ----------
+        features : numpy.ndarray
+            float32 (N, C) pooled features (the output of the card's ``content_gate.feature_layer``).
+
+        Returns
+        -------
+        numpy.ndarray or None
+            float64 (N,) >= 0.
+        """
+        gate = self.content_gate
+        if gate is None:
+            return None
+        return np.asarray(gate.distance(np.asarray(features, dtype=np.float32)), dtype=np.float64)
+
+    def infer(self, records: Sequence[ImageRecord], gradcam: bool = True,
+              cancel: CancelToken | None = None) -> list[ModelOutput]:
+        """Preprocess images, run the model, measure the content-gate distance and (optionally) Grad-CAM.
+
+        No decision is made here: :func:`asdesk.tasks.analysis.analyze_batch` gates, calibrates and judges
+        the outputs (DESIGN.md, "Decisions are made in one place").
 
         Parameters
         ----------
         records : sequence of ImageRecord
             Images as read by :mod:`asdesk.io`.
-        operating_point : str, optional
-            See :meth:`decide`.
         gradcam : bool
-            Compute heat maps and overlays.
+            Compute Grad-CAM (one forward + backward pass per batch gives probabilities, maps and features).
         cancel : CancelToken, optional
             Checked before each image's preprocessing and before each batch.
 
         Returns
         -------
-        list of AnalysisResult
-            One per record, in order. ``model_input`` is :attr:`ModelInput.image` (float32 (h, w) in [0, 1]);
-            ``heatmap`` float32 ``record.shape`` in [0, 1] and ``overlay`` uint8 (H, W, 4), or ``None``
-            without Grad-CAM. ``timings_ms`` per image: ``preprocess`` (the pipeline), ``classify`` (this
-            image's share of the batched model pass; with Grad-CAM that pass includes the backward pass) and
-            ``gradcam`` (map upsampling, mapping back to the image and the overlay; 0 without Grad-CAM).
+        list of ModelOutput
+            One per record, in order.
 
         Raises
         ------
         CancelledError
             ``cancel`` was set.
-        CardError
-            Unknown operating point, or a pack that cannot be loaded.
-        ModelHashMismatchError
-            The model file differs from its card.
+        CardError, ModelHashMismatchError
+            The pack cannot be loaded.
         PreprocessError
             An image the pipeline cannot process.
         ValueError
             ``gradcam`` is requested and the card's Grad-CAM layer is missing or inside a nested sub-model.
         """
-        name, threshold = self.card.threshold(operating_point)
         records = list(records)
         if not records:
             return []
@@ -324,6 +362,7 @@ class InferenceEngine:
             preprocess_ms.append(_milliseconds(start))
         count = len(inputs)
         probabilities = np.zeros(count, dtype=np.float32)
+        distances: list[float | None] = [None] * count
         classify_ms = np.zeros(count, dtype=np.float64)
         cams: list[np.ndarray | None] = [None] * count
         explainer = self.gradcam() if gradcam else None
@@ -334,45 +373,37 @@ class InferenceEngine:
             batch = self._check_batch(np.stack([item.tensor for item in inputs[chunk]]))
             start = time.perf_counter()
             if explainer is not None:
-                values, raw_maps = explainer.raw(batch)
+                values, raw_maps, pooled = explainer.raw_with_features(batch)
                 cams[chunk] = list(raw_maps)
+                batch_distances = self.content_distances(pooled) if self._features_from_gradcam else None
+                if self.content_gate is not None and batch_distances is None:
+                    _values, features = self._forward_with_features(batch)
+                    batch_distances = self.content_distances(features)
+            elif self.content_gate is not None:
+                values, features = self._forward_with_features(batch)
+                batch_distances = self.content_distances(features)
             else:
                 values = self._forward(batch)
+                batch_distances = None
             probabilities[chunk] = values
+            if batch_distances is not None:
+                distances[chunk] = [float(d) for d in batch_distances]
             classify_ms[chunk] = _milliseconds(start) / batch.shape[0]
-        results = []
+        outputs = []
         for index, (record, model_input) in enumerate(zip(records, inputs, strict=True)):
             start = time.perf_counter()
-            heatmap = overlay = None
             raw_map = cams[index]
-            if raw_map is not None:
-                on_input = upsample_and_normalise(raw_map[None], model_input.image.shape[:2])[0]
-                heatmap = np.clip(model_input.geometry.to_image(on_input), 0.0, 1.0).astype(np.float32)
-                overlay = overlay_rgba(heatmap)
+            heatmap = map_on_image(raw_map, model_input.geometry) if raw_map is not None else None
             gradcam_ms = _milliseconds(start) if raw_map is not None else 0.0
-            prediction = _decision(float(probabilities[index]), name, threshold, self.card.positive_label,
-                                   self.card.negative_label)
-            results.append(AnalysisResult(
-                record=record, model_input=model_input.image, prediction=prediction, model=self.info,
-                heatmap=heatmap, overlay=overlay,
+            value = float(probabilities[index])
+            if not np.isfinite(value):
+                raise ValueError(f"model {self.card.id!r} produced a non-finite probability ({value}) for "
+                                 f"{record.metadata.source.name}; the model file may be damaged: reinstall "
+                                 "the pack")
+            outputs.append(ModelOutput(
+                record=record, model_input=model_input, probability=value, distance=distances[index],
+                heatmap=heatmap,
                 timings_ms={"preprocess": preprocess_ms[index], "classify": float(classify_ms[index]),
                             "gradcam": gradcam_ms}))
-        LOGGER.debug("pack %s analysed %d image(s), Grad-CAM %s", self.card.id, count, bool(gradcam))
-        return results
-
-    def study_result(self, results: Sequence[AnalysisResult] | Sequence[float],
-                     rule: StudyRule | None = None) -> tuple[float, Prediction]:
-        """The study-level result with the card's rule (see :func:`study_result`).
-
-        Raises
-        ------
-        CardError
-            ``rule`` is not given and the card has no ``study_rule``.
-        ValueError
-            No slices.
-        """
-        rule = rule or self.card.study_rule
-        if rule is None:
-            raise CardError(f"model pack {self.card.id!r} defines no study_rule; it gives per-image results "
-                            "only")
-        return study_result(results, rule, self.card.positive_label, self.card.negative_label)
+        LOGGER.debug("pack %s ran on %d image(s), Grad-CAM %s", self.card.id, count, bool(gradcam))
+        return outputs

@@ -134,7 +134,7 @@ class GradCam:
         self.input_shape: tuple[int | None, ...] = tuple(model.inputs[0].shape[1:])
         self._function = tf.function(self._maps, reduce_retracing=True)
 
-    def _maps(self, images: Any) -> tuple[Any, Any]:  # noqa: ANN401
+    def _maps(self, images: Any) -> tuple[Any, Any, Any]:  # noqa: ANN401
         import tensorflow as tf
 
         with tf.GradientTape() as tape:
@@ -149,10 +149,12 @@ class GradCam:
             else:
                 score = tf.cast(probabilities, tf.float32)[:, 0]
         gradients = tf.cast(tape.gradient(score, features), tf.float32)
-        features = tf.cast(features, tf.float32)
+        maps = tf.cast(features, tf.float32)
         weights = tf.reduce_mean(gradients, axis=(1, 2), keepdims=True)  # alpha_k, (N, 1, 1, C)
-        cam = tf.nn.relu(tf.reduce_sum(weights * features, axis=-1))  # (N, h', w')
-        return tf.cast(tf.reshape(probabilities, (-1,)), tf.float32), cam
+        cam = tf.nn.relu(tf.reduce_sum(weights * maps, axis=-1))  # (N, h', w')
+        # The head's input (the pooled features in inference mode), or the layer's spatial mean without one.
+        pooled = tf.cast(outputs[2], tf.float32) if self._head is not None else tf.reduce_mean(maps, axis=(1, 2))
+        return tf.cast(tf.reshape(probabilities, (-1,)), tf.float32), cam, pooled
 
     def raw(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Probabilities and the un-normalised maps at the layer's resolution.
@@ -169,11 +171,35 @@ class GradCam:
         maps : numpy.ndarray
             float32 (N, h', w') >= 0, at the Grad-CAM layer's resolution.
         """
+
+        probabilities, cams, _pooled = self.raw_with_features(batch)
+        return probabilities, cams
+
+    def raw_with_features(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Probabilities, un-normalised maps and the pooled features that feed the head, in one pass.
+
+        Parameters
+        ----------
+        batch : numpy.ndarray
+            float32 (N, h, w, 3), the model's normalised input.
+
+        Returns
+        -------
+        probabilities : numpy.ndarray
+            float32 (N,).
+        maps : numpy.ndarray
+            float32 (N, h', w') >= 0, at the Grad-CAM layer's resolution.
+        pooled : numpy.ndarray
+            float32 (N, C): the input of the one-unit sigmoid head (the GlobalAveragePooling output in
+            inference mode), or the spatial mean of the layer's maps for other heads. The content gate
+            (:mod:`asdesk.inference.content_gate`) measures its distance to the training images.
+        """
         import tensorflow as tf
 
         images = self._check(batch)
-        probabilities, cams = self._function(tf.convert_to_tensor(images, dtype=tf.float32))
-        return probabilities.numpy().astype(np.float32), cams.numpy().astype(np.float32)
+        probabilities, cams, pooled = self._function(tf.convert_to_tensor(images, dtype=tf.float32))
+        return (probabilities.numpy().astype(np.float32), cams.numpy().astype(np.float32),
+                pooled.numpy().astype(np.float32))
 
     def __call__(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Classify a batch and compute its Grad-CAM maps in one pass.
@@ -241,3 +267,36 @@ def upsample_and_normalise(cams: np.ndarray, size: tuple[int, int]) -> np.ndarra
         if peak > 0.0:
             out[index] = np.clip(resized / peak, 0.0, 1.0)
     return out
+
+
+def map_on_image(cam: np.ndarray, geometry: Any) -> np.ndarray:  # noqa: ANN401
+    """Draw one raw Grad-CAM map back onto its image, normalised over the region the model saw.
+
+    The map is upsampled to the model-input grid, the padding that the resize step added is cut away (so
+    neither the normalisation nor the peak can fall in it), the remaining map is divided by its maximum
+    over that region, and the result is mapped through the crop and resize back onto the original image
+    grid (:meth:`asdesk.preprocess.Geometry.to_image`).
+
+    Parameters
+    ----------
+    cam : numpy.ndarray
+        float (h', w') >= 0 at the Grad-CAM layer's resolution (:meth:`GradCam.raw`).
+    geometry : asdesk.preprocess.Geometry
+        The model input's geometry (``ModelInput.geometry``).
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 (H, W) in [0, 1] at ``geometry.image_shape``: 1 at the strongest evidence inside the model's
+        view, 0 outside the crop; all zero when the map has no positive evidence. The caller scales it by how
+        strong the finding is (:func:`asdesk.tasks.decision.scaled_heatmap`).
+    """
+    height, width = geometry.array_shape
+    grid = upsample_and_normalise(np.asarray(cam, dtype=np.float32)[None], (height, width))[0]
+    top, left, bottom, right = geometry.content_box
+    inside = np.zeros_like(grid)
+    inside[top:bottom, left:right] = grid[top:bottom, left:right]
+    peak = float(inside.max()) if inside.size else 0.0
+    if peak > 0.0:
+        inside /= peak
+    return np.clip(geometry.to_image(inside), 0.0, 1.0).astype(np.float32)

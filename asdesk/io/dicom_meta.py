@@ -225,6 +225,30 @@ def transfer_syntax_name(dataset: Dataset) -> str:
     return UID(str(uid)).name if uid else ""
 
 
+def _multi_text(dataset: Dataset, keyword: str) -> str:
+    """A multi-valued text attribute as DICOM writes it (values joined by a backslash)."""
+    value = dataset.get(keyword)
+    if value is None:
+        return ""
+    if isinstance(value, Iterable) and not isinstance(value, str | bytes):
+        return "\\".join(str(item).strip() for item in value)
+    return str(value).strip()
+
+
+def image_orientation(frame: Dataset) -> tuple[float, ...] | None:
+    """ImageOrientationPatient (0020,0037) as six finite floats, or ``None`` when absent or malformed."""
+    value = frame.get("ImageOrientationPatient")
+    if value is None:
+        return None
+    try:
+        numbers = tuple(float(v) for v in value)
+    except (TypeError, ValueError):
+        return None
+    if len(numbers) != 6 or not all(np.isfinite(numbers)):
+        return None
+    return numbers
+
+
 def build_metadata(path: Path, dataset: Dataset, frame: Dataset, frame_index: int | None) -> ImageMetadata:
     """Collect what reports and study-level results need about one frame.
 
@@ -269,4 +293,10 @@ def build_metadata(path: Path, dataset: Dataset, frame: Dataset, frame_index: in
         photometric_interpretation=_text(frame, "PhotometricInterpretation"),
         bits_stored=bits,
         manufacturer=_text(dataset, "Manufacturer"),
+        image_orientation=image_orientation(frame),
+        scanning_sequence=_multi_text(frame, "ScanningSequence") or _multi_text(dataset, "ScanningSequence"),
+        sequence_name=_text(frame, "SequenceName") or _text(dataset, "SequenceName")
+        or _text(frame, "PulseSequenceName"),
+        inversion_time_ms=_first_float(frame.get("InversionTime", dataset.get("InversionTime"))),
+        protocol_name=_text(dataset, "ProtocolName"),
     )

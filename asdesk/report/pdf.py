@@ -37,7 +37,7 @@ from PySide6.QtGui import (
 
 import asdesk
 from asdesk.core import AnalysisResult, AsdeskError, SeriesResult
-from asdesk.core.performance import chance_warning
+from asdesk.core.performance import chance_warning, held_out_evidence
 from asdesk.report import ReportWriteError
 from asdesk.report.images import array_to_qimage, blend_overlay, display_to_gray_uint8, fit_qimage
 
@@ -389,6 +389,7 @@ h3 {{ font-size: 9.5pt; font-weight: 600; color: #10304f;
 p {{ margin-top: 0; margin-bottom: {px(1.0)}px; }}
 .sub {{ font-size: 8.5pt; color: #555555; }}
 .ruo {{ color: #9a1b1b; font-weight: 600; }}
+.refused {{ color: #7a5c00; font-weight: 600; }}
 .label {{ color: #555555; font-size: 8.5pt; }}
 .value {{ font-size: 9.5pt; }}
 .mono {{ font-family: "DejaVu Sans Mono", "Consolas", "Courier New", monospace; font-size: 8pt; }}
@@ -481,7 +482,7 @@ def _build_html(result: AnalysisResult | SeriesResult, card: Mapping[str, Any], 
     if series:
         if not result.slices:
             raise ValueError("the SeriesResult has no slices; nothing to report")
-        top_index = int(np.argmax([s.prediction.probability for s in result.slices]))
+        top_index = int(np.argmax([-1.0 if s.refused else s.prediction.probability for s in result.slices]))
         shown = result.slices[top_index]
     else:
         top_index = -1
@@ -499,7 +500,15 @@ def _build_html(result: AnalysisResult | SeriesResult, card: Mapping[str, Any], 
     # --- result box
     prediction = shown.prediction
     box: list[str] = []
-    if series:
+    refused = result.refused if series else shown.refused
+    if refused:
+        gate_text = shown.gate.text(model.pack_id)
+        box.append('<p><span class="label">Not analysed</span><br><span class="refused">'
+                   f"{_esc(gate_text[:1].upper() + gate_text[1:])}</span></p>")
+        box.append('<p class="small">No finding is given for an image outside what the model was made for. '
+                   "A result can be forced (asdesk analyze --force, or “Analyse anyway” in the window); it is then "
+                   "marked as outside validated use.</p>")
+    elif series:
         study = result.study_prediction
         box.append(f'<p><span class="label">Study-level finding</span><br>'
                    f'{_finding_html(study.finding, study.positive)}</p>')
@@ -519,6 +528,21 @@ def _build_html(result: AnalysisResult | SeriesResult, card: Mapping[str, Any], 
                    f"· threshold {_percent(prediction.threshold)} · operating point "
                    f"<b>{_esc(_point_name(prediction.operating_point))}</b> "
                    f"(positive when probability ≥ threshold).</p>")
+    if not refused:
+        if prediction.calibrated:
+            box.append('<p class="small">Probabilities are calibrated (Platt scaling on validation patients).</p>')
+        evidence = held_out_evidence(card, prediction.operating_point)
+        lines = evidence.lines()
+        if lines:
+            box.append('<p class="small"><b>Numbers behind this finding</b> (patients the model never saw):<br>'
+                       + "<br>".join(_esc(line) for line in lines) + "</p>")
+        overridden = [item for item in (result.slices if series else (shown,)) if item.gate.overridden]
+        if overridden:
+            box.append('<p class="refused"><b>Outside validated use:</b> the reader overrode the refusal of '
+                       f"{len(overridden)} image(s): {_esc('; '.join(overridden[0].gate.reasons))}.</p>")
+        if series and result.n_refused:
+            box.append(f'<p class="small">{result.n_refused} slice(s) were refused (outside what the model was '
+                       "validated for) and left out of the study result.</p>")
     if operating_point_note:
         box.append(f'<p class="small">{_esc(operating_point_note)}</p>')
     if model.task:
@@ -547,10 +571,15 @@ def _build_html(result: AnalysisResult | SeriesResult, card: Mapping[str, Any], 
     if series:
         shown_text = (f"Shown: the slice with the highest probability, {shown_text} "
                       f"({_esc(_slice_label(shown))})")
-    b.add(f'<p class="caption">{shown_text}: probability {_percent(prediction.probability)}'
-          f" ({_esc(prediction.finding)}). Grad-CAM (Selvaraju et al., 2017) shows where the network's "
-          "evidence for its score lies; it is not a segmentation of disease and can highlight "
-          "irrelevant structures.</p>")
+    if shown.refused:
+        b.add(f'<p class="caption">{shown_text}: refused; no heat map is shown for an image outside what the '
+              "model was validated for.</p>")
+    else:
+        b.add(f'<p class="caption">{shown_text}: probability {_percent(prediction.probability)}'
+              f" ({_esc(prediction.finding)}). Grad-CAM (Selvaraju et al., 2017) shows where the network's "
+              "evidence for its score lies, drawn with a strength that follows the probability (a weak finding "
+              "gives a faint map); it is not a segmentation of disease and can highlight irrelevant structures."
+              "</p>")
 
     # --- intended use
     b.heading("Intended use")
@@ -573,8 +602,8 @@ def _build_html(result: AnalysisResult | SeriesResult, card: Mapping[str, Any], 
                 (f"{item_meta.slice_position_mm:.1f}" if item_meta.slice_position_mm is not None else "–"),
                 _esc(Path(item_meta.source).name + (f" [frame {item_meta.frame_index + 1}]"
                                                     if item_meta.frame_index is not None else "")),
-                _percent(item.prediction.probability),
-                _esc(item.prediction.finding),
+                "–" if item.refused else _percent(item.prediction.probability),
+                "refused (outside validated use)" if item.refused else _esc(item.prediction.finding),
             ])
         b.grid(["#", "Instance", "Position (mm)", "File", "Probability", "Finding"], rows,
                widths=[6, 11, 15, 34, 14, 20], highlight=top_index, align_right=(0, 1, 2, 4))
@@ -606,8 +635,10 @@ def _build_html(result: AnalysisResult | SeriesResult, card: Mapping[str, Any], 
                          _number(point.get("sensitivity")) if point.get("sensitivity") is not None else "–",
                          _number(point.get("specificity")) if point.get("specificity") is not None else "–"])
         if rows:
-            b.add(f'<p class="small" style="margin-top: {px(2)}px;">Operating points (chosen on validation '
-                  "data):</p>")
+            chosen_on = str(points.get("chosen_on", "")) or "the card does not say"
+            b.add(f'<p class="small" style="margin-top: {px(2)}px;">Operating points: thresholds on the model\'s '
+                  f"raw output and what they gave on the data they were chosen on ({_esc(chosen_on)}); the "
+                  "held-out values are under Measured performance:</p>")
             b.grid(["Operating point", "Threshold", "Sensitivity", "Specificity"], rows,
                    widths=[40, 20, 20, 20], align_right=(1, 2, 3))
 

@@ -6,14 +6,16 @@ points"). Loaded models are kept in an :class:`EngineCache`.
 """
 
 from asdesk.tasks.analysis import (
+    analyze_batch,
     analyze_image,
     analyze_path,
     analyze_records,
     analyze_series,
     read_path,
-    study_decision,
 )
+from asdesk.tasks.decision import calibrate, judge, redecide, study_decision, study_result
 from asdesk.tasks.engines import EngineCache, default_engines
+from asdesk.tasks.gates import NoPackAcceptsError, choose_pack, metadata_reasons, mr_plane, mr_sequence, pack_for
 from asdesk.tasks.screening import (
     ScreeningCancelledError,
     ScreeningError,
@@ -24,16 +26,27 @@ from asdesk.tasks.screening import (
 
 __all__ = [
     "EngineCache",
+    "NoPackAcceptsError",
     "ScreeningCancelledError",
     "ScreeningError",
     "ScreeningSummary",
+    "analyze_batch",
     "analyze_image",
     "analyze_path",
     "analyze_records",
     "analyze_series",
+    "calibrate",
+    "choose_pack",
     "default_engines",
+    "judge",
+    "metadata_reasons",
+    "mr_plane",
+    "mr_sequence",
+    "pack_for",
     "read_path",
+    "redecide",
     "report_name",
     "screen_folder",
     "study_decision",
+    "study_result",
 ]

@@ -9,32 +9,34 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from asdesk.core import (
     AnalysisResult,
     CancelToken,
     EmptySeriesError,
+    GateVerdict,
     ImageRecord,
     NullProgress,
-    Prediction,
     ProgressSink,
     ReadError,
     SeriesResult,
 )
 from asdesk.io import read_frames, read_series
+from asdesk.tasks.decision import judge, scaled_heatmap, study_decision
 from asdesk.tasks.engines import EngineCache, default_engines
+from asdesk.tasks.gates import content_reasons, metadata_reasons
 
 if TYPE_CHECKING:
     from asdesk.inference import InferenceEngine
-    from asdesk.inference.card import ModelCard
 
 LOGGER = logging.getLogger(__name__)
 
 __all__ = [
     "ANALYSIS_BATCH_SIZE",
+    "analyze_batch",
     "analyze_image",
     "analyze_path",
     "analyze_records",
@@ -44,7 +46,7 @@ __all__ = [
 ]
 
 ANALYSIS_BATCH_SIZE = 8
-"""Images classified per ``engine.analyze`` call; progress and cancel are checked between batches."""
+"""Images per :func:`analyze_batch` call; progress and cancel are checked between batches."""
 
 
 def _check(cancel: CancelToken | None) -> None:
@@ -104,68 +106,76 @@ def read_path(
     return frames, [], len(frames) > 1
 
 
-def _prediction_for(
-    probability: float, threshold: float, operating_point: str, card: ModelCard
-) -> Prediction:
-    positive = bool(probability >= threshold)
-    return Prediction(
-        probability=float(probability),
-        threshold=float(threshold),
-        operating_point=operating_point,
-        positive=positive,
-        finding=card.positive_label if positive else card.negative_label,
-    )
+def analyze_batch(
+    engine: InferenceEngine,
+    records: Sequence[ImageRecord],
+    operating_point: str | None = None,
+    gradcam: bool = True,
+    force: bool = False,
+    cancel: CancelToken | None = None,
+) -> list[AnalysisResult]:
+    """The one analysis path: run the model, apply both gates, calibrate, judge and draw the heat map.
 
-
-def study_decision(slices: Sequence[AnalysisResult], card: ModelCard) -> tuple[float, Prediction, str]:
-    """The study-level result of a series, by the rule its model card states.
+    Every entry point (``asdesk analyze``, ``asdesk screen``, the window, the self-test) comes here, so a gate
+    cannot be bypassed by choosing the model another way (DESIGN.md, "A finding is earned").
 
     Parameters
     ----------
-    slices : sequence of AnalysisResult
-        Per-slice results (at least one).
-    card : ModelCard
-        The model's card. With a ``study_rule`` of kind ``top_k_mean`` the study probability is the mean of
-        the ``k`` highest slice probabilities (all slices when there are fewer than ``k``), judged at the
-        rule's threshold. Without one, the study probability is the highest slice probability, judged at the
-        card's default slice threshold; the returned rule text says so.
+    engine : InferenceEngine
+        The chosen pack's engine (chosen automatically, by ``--model`` or by a saved default: the same gates
+        apply).
+    records : sequence of ImageRecord
+        Images as read.
+    operating_point : str, optional
+        ``"high_sensitivity"``, ``"balanced"`` or ``"high_specificity"``; default the card's.
+    gradcam : bool
+        Compute Grad-CAM heat maps and overlays (none is drawn for a refused image).
+    force : bool
+        Override a refusal: the result gets a finding, and ``result.gate.overridden`` marks it as outside
+        validated use everywhere it is shown.
+    cancel : CancelToken, optional
 
     Returns
     -------
-    study_probability : float
-        In [0, 1].
-    prediction : Prediction
-        The study finding; ``operating_point`` is ``"study"`` when the card's rule was used
-        (:func:`asdesk.inference.study_result`), else the card's default operating point.
-    rule_text : str
-        The rule in words, for reports.
+    list of AnalysisResult
+        One per record, in order. A refused image (``result.refused``) carries the model's output for audit
+        but no finding is shown for it.
 
     Raises
     ------
-    ValueError
-        If ``slices`` is empty.
+    CancelledError, CardError, ModelHashMismatchError, PreprocessError
+        See :meth:`asdesk.inference.InferenceEngine.infer`.
     """
-    if not slices:
-        raise ValueError("a study needs at least one analysed slice")
-    rule = card.study_rule
-    if rule is not None:
-        from asdesk.inference import study_result
+    from asdesk.inference import overlay_rgba
 
-        score, prediction = study_result(slices, rule, card.positive_label, card.negative_label)
-        text = rule.description or (
-            f"mean of the {rule.k} highest slice probabilities >= {rule.threshold:.3f}"
-        )
-        if len(slices) < rule.k:
-            text += f" (this series has only {len(slices)} slice(s): the mean of all of them was used)"
-        return score, prediction, text
-    name, threshold = card.threshold(None)
-    score = float(max(r.prediction.probability for r in slices))
-    text = (
-        f"the model card states no study rule: the study probability shown is the highest slice "
-        f"probability, judged at the card's default slice threshold ({name}, {threshold:.3f}); "
-        "this rule was not validated at study level"
-    )
-    return score, _prediction_for(score, threshold, name, card), text
+    card = engine.card
+    name, _threshold = card.threshold(operating_point)
+    outputs = engine.infer(records, gradcam=gradcam, cancel=cancel)
+    threshold = None
+    if engine.content_gate is not None:
+        threshold = float(engine.content_gate.threshold)
+    results = []
+    for output in outputs:
+        reasons = metadata_reasons(card, output.record.metadata) + content_reasons(output.distance, threshold)
+        gate = GateVerdict(reasons=reasons, distance=output.distance, threshold=threshold,
+                           overridden=bool(force and reasons), content_checked=engine.content_gate is not None)
+        prediction = judge(card, output.probability, name)
+        start = time.perf_counter()
+        heatmap = scaled_heatmap(output.heatmap, prediction, gate.refused)
+        overlay = overlay_rgba(heatmap) if heatmap is not None else None
+        timings = dict(output.timings_ms)
+        if output.heatmap is not None:
+            timings["gradcam"] = timings.get("gradcam", 0.0) + (time.perf_counter() - start) * 1000.0
+        geometry = output.model_input.geometry
+        crop = tuple(int(v) for v in geometry.crop_box)
+        whole = crop == (0, 0, *geometry.image_shape)
+        if gate.refused:
+            LOGGER.info("%s refused by %s: %s", output.record.metadata.source.name, card.id, "; ".join(reasons))
+        results.append(AnalysisResult(
+            record=output.record, model_input=output.model_input.image, prediction=prediction, model=engine.info,
+            heatmap=heatmap, overlay=overlay, timings_ms=timings, gate=gate,
+            crop_box=None if whole else crop))  # type: ignore[arg-type]
+    return results
 
 
 def _classify(
@@ -176,12 +186,13 @@ def _classify(
     progress: ProgressSink,
     cancel: CancelToken | None,
     read_ms: float = 0.0,
+    force: bool = False,
 ) -> list[AnalysisResult]:
     results: list[AnalysisResult] = []
     for start in range(0, len(records), ANALYSIS_BATCH_SIZE):
         _check(cancel)
         batch = list(records[start : start + ANALYSIS_BATCH_SIZE])
-        batch_results = engine.analyze(batch, operating_point=operating_point, gradcam=gradcam, cancel=cancel)
+        batch_results = analyze_batch(engine, batch, operating_point, gradcam, force, cancel)
         for result in batch_results:
             if read_ms and "read" not in result.timings_ms:
                 result.timings_ms["read"] = read_ms
@@ -197,6 +208,7 @@ def analyze_image(
     operating_point: str | None = None,
     gradcam: bool = True,
     cancel: CancelToken | None = None,
+    force: bool = False,
 ) -> AnalysisResult:
     """Classify one image (with Grad-CAM) with a loaded engine.
 
@@ -212,13 +224,16 @@ def analyze_image(
         Compute the Grad-CAM heat map and overlay.
     cancel : CancelToken, optional
         Checked before the work starts.
+    force : bool
+        Override a gate's refusal (the result is marked as outside validated use).
 
     Returns
     -------
     AnalysisResult
+        Gated, calibrated and judged (:func:`analyze_batch`).
     """
     _check(cancel)
-    return engine.analyze([record], operating_point=operating_point, gradcam=gradcam, cancel=cancel)[0]
+    return analyze_batch(engine, [record], operating_point, gradcam, force, cancel)[0]
 
 
 def analyze_series(
@@ -229,6 +244,7 @@ def analyze_series(
     progress: ProgressSink | None = None,
     cancel: CancelToken | None = None,
     errors: Sequence[str] = (),
+    force: bool = False,
 ) -> SeriesResult:
     """Classify every slice of a series and make the study-level decision.
 
@@ -248,6 +264,8 @@ def analyze_series(
         Checked between batches.
     errors : sequence of str
         Files of the series that could not be read; kept in the result.
+    force : bool
+        Override the gates' refusals (results marked as outside validated use).
 
     Returns
     -------
@@ -266,7 +284,7 @@ def analyze_series(
     sink = progress or NullProgress()
     sink.start(len(records), f"Analysing {len(records)} slices with {engine.card.id}")
     try:
-        slices = _classify(engine, records, operating_point, gradcam, sink, cancel)
+        slices = _classify(engine, records, operating_point, gradcam, sink, cancel, force=force)
     finally:
         sink.finish()
     probability, prediction, rule_text = study_decision(slices, engine.card)
@@ -289,6 +307,8 @@ def analyze_records(
     cancel: CancelToken | None = None,
     engines: EngineCache | None = None,
     errors: Sequence[str] = (),
+    force: bool = False,
+    preprocessing: Sequence[Mapping[str, Any]] | None = None,
 ) -> AnalysisResult | SeriesResult:
     """Analyse images that are already read (the window reads them first to show them).
 
@@ -311,6 +331,11 @@ def analyze_records(
         Default :func:`~asdesk.tasks.engines.default_engines`.
     errors : sequence of str
         Read errors of the series, kept in a :class:`SeriesResult`.
+    force : bool
+        Override the gates' refusals (results marked as outside validated use).
+    preprocessing : sequence of mapping, optional
+        A pipeline that departs from the card's (the window's preprocessing panel); the caller marks such
+        results as outside the model's validation. ``None``: the card's pipeline.
 
     Returns
     -------
@@ -319,7 +344,9 @@ def analyze_records(
     Raises
     ------
     ModelNotFoundError
-        No pack has ``model_id`` or covers the image.
+        No pack has ``model_id``, or none was named and none accepts the image.
+    ValueError
+        ``preprocessing`` is invalid or does not give the model's input size.
     CancelledError
         ``cancel`` was set.
     """
@@ -327,6 +354,9 @@ def analyze_records(
         raise ValueError("nothing to analyse: no image was given")
     cache = engines or default_engines()
     engine = cache.select(records[0], model_id)
+    if preprocessing is not None:
+        LOGGER.warning("analysing with preprocessing modified from card %s: outside its validation", engine.card.id)
+        engine = engine.with_pipeline(preprocessing)
     series = len(records) > 1 if as_series is None else as_series
     if not series:
         if len(records) != 1:
@@ -334,12 +364,12 @@ def analyze_records(
         sink = progress or NullProgress()
         sink.start(1, f"Analysing with {engine.card.id}")
         try:
-            result = analyze_image(records[0], engine, operating_point, gradcam, cancel)
+            result = analyze_image(records[0], engine, operating_point, gradcam, cancel, force)
             sink.advance(1, records[0].metadata.source.name)
         finally:
             sink.finish()
         return result
-    return analyze_series(records, engine, operating_point, gradcam, progress, cancel, errors)
+    return analyze_series(records, engine, operating_point, gradcam, progress, cancel, errors, force)
 
 
 def analyze_path(
@@ -350,6 +380,7 @@ def analyze_path(
     progress: ProgressSink | None = None,
     cancel: CancelToken | None = None,
     engines: EngineCache | None = None,
+    force: bool = False,
 ) -> AnalysisResult | SeriesResult:
     """Read and analyse a file or a DICOM series folder: the work of ``asdesk analyze PATH``.
 
@@ -372,10 +403,13 @@ def analyze_path(
         Checked between files and between batches.
     engines : EngineCache, optional
         Loaded models; default :func:`~asdesk.tasks.engines.default_engines`.
+    force : bool
+        Override the gates' refusals (``--force``): results are marked as outside validated use.
 
     Returns
     -------
     AnalysisResult or SeriesResult
+        Images outside what the model was made for are refused (``result.refused``), not judged.
 
     Raises
     ------
@@ -408,7 +442,7 @@ def analyze_path(
     label = f"Analysing {len(records)} image(s) with {engine.card.id}"
     sink.start(len(records), label)
     try:
-        slices = _classify(engine, records, operating_point, gradcam, sink, cancel, read_ms)
+        slices = _classify(engine, records, operating_point, gradcam, sink, cancel, read_ms, force)
     finally:
         sink.finish()
     if not is_series:

@@ -145,15 +145,18 @@ class EngineCache:
         return self.engine_for_pack(self.find(pack_id=pack_id))
 
     def for_record(self, record: ImageRecord) -> InferenceEngine:
-        """The engine whose card covers the image's modality and body part.
+        """The engine of the pack whose metadata gate accepts the image (:func:`asdesk.tasks.gates.choose_pack`).
 
         Raises
         ------
-        ModelNotFoundError
-            No pack covers them.
+        NoPackAcceptsError
+            (a :class:`~asdesk.core.ModelNotFoundError`) No pack was made for this image; the message gives
+            each pack's reason.
         """
-        meta = record.metadata
-        return self.engine_for_pack(self.find(modality=meta.modality, body_part=meta.body_part))
+        from asdesk.tasks.gates import choose_pack
+
+        packs, _errors = self.packs()
+        return self.engine_for_pack(choose_pack(record.metadata, packs))
 
     def select(self, record: ImageRecord, pack_id: str | None = None) -> InferenceEngine:
         """``get(pack_id)`` when a pack is named, else ``for_record(record)``."""

@@ -28,6 +28,7 @@ from asdesk.core import (
 )
 from asdesk.io import ScanItem, discover, read_item
 from asdesk.report import ScreeningCsv
+from asdesk.tasks.analysis import analyze_batch
 from asdesk.tasks.engines import EngineCache, default_engines
 
 if TYPE_CHECKING:
@@ -349,7 +350,7 @@ def _classify_robustly(
 ) -> list[AnalysisResult | str]:
     """``engine.analyze`` on the batch; if it fails, image by image so that only the bad image fails."""
     try:
-        return list(engine.analyze(records, operating_point=operating_point, gradcam=gradcam))
+        return list(analyze_batch(engine, records, operating_point, gradcam))
     except CancelledError:
         raise
     except Exception as batch_error:  # noqa: BLE001 - isolate the image that fails
@@ -359,7 +360,7 @@ def _classify_robustly(
     outcomes: list[AnalysisResult | str] = []
     for record in records:
         try:
-            outcomes.append(engine.analyze([record], operating_point=operating_point, gradcam=gradcam)[0])
+            outcomes.append(analyze_batch(engine, [record], operating_point, gradcam)[0])
         except CancelledError:
             raise
         except Exception as error:  # noqa: BLE001

@@ -1,0 +1,269 @@
+"""Every decision asdesk shows is made here: probability -> finding, slices -> study, calibration, heat map.
+
+DESIGN.md, "A finding is earned": decisions are made in one place (``tasks``); the window, the CLI, screening,
+the PDF and the self-test display them. The model's raw output is judged at the card's thresholds (which were
+chosen on raw outputs); the probability *shown* is the calibrated one (Platt scaling, Platt 1999), and the
+threshold shown is the same threshold mapped through the same monotone calibration, so the finding is the same
+whichever is compared.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from asdesk.core import AnalysisResult, CardError, Prediction, SeriesResult
+
+if TYPE_CHECKING:
+    from asdesk.inference import ModelCard, StudyRule
+
+__all__ = [
+    "STUDY_OPERATING_POINT",
+    "calibrate",
+    "judge",
+    "redecide",
+    "scaled_heatmap",
+    "study_decision",
+    "study_result",
+]
+
+STUDY_OPERATING_POINT = "study"
+_EPSILON = 1e-7
+
+
+def calibrate(probability: float | np.ndarray, calibration: Mapping[str, Any] | None) -> float | np.ndarray:
+    """Map a raw model probability to a calibrated one with the card's calibration.
+
+    Platt scaling (Platt 1999; Niculescu-Mizil & Caruana, ICML 2005): ``sigmoid(slope * logit(p) + intercept)``
+    with ``p`` clipped to [1e-7, 1 - 1e-7]. The slope is positive, so the map is strictly increasing: AUC and
+    every decision at a mapped threshold are unchanged.
+
+    Parameters
+    ----------
+    probability : float or numpy.ndarray
+        Raw positive-class probabilities in [0, 1].
+    calibration : mapping or None
+        The card's ``calibration`` block (``method "platt"``, ``slope``, ``intercept``); ``None`` or an empty
+        block returns the input unchanged.
+
+    Returns
+    -------
+    float or numpy.ndarray
+        Calibrated probabilities in (0, 1), same shape.
+
+    Raises
+    ------
+    CardError
+        An unknown method, or a slope that is not a positive finite number.
+    """
+    if not calibration:
+        return probability
+    method = str(calibration.get("method", ""))
+    if method != "platt":
+        raise CardError(f"unknown calibration method {method!r} in the model card; asdesk knows 'platt'")
+    slope, intercept = float(calibration.get("slope", float("nan"))), float(calibration.get("intercept", 0.0))
+    if not (math.isfinite(slope) and slope > 0 and math.isfinite(intercept)):
+        raise CardError(f"the card's Platt calibration has slope {slope} and intercept {intercept}; the slope "
+                        "must be a positive number: re-fit the calibration")
+    values = np.clip(np.asarray(probability, dtype=np.float64), _EPSILON, 1.0 - _EPSILON)
+    logits = np.log(values) - np.log1p(-values)
+    calibrated = 1.0 / (1.0 + np.exp(-(slope * logits + intercept)))
+    if np.ndim(probability) == 0:
+        return float(calibrated)
+    return calibrated
+
+
+def _calibration(card: ModelCard) -> Mapping[str, Any] | None:
+    block = card.raw.get("calibration")
+    return block if isinstance(block, Mapping) and block else None
+
+
+def judge(card: ModelCard, raw_probability: float, operating_point: str | None = None) -> Prediction:
+    """The finding for one image at one of the card's operating points.
+
+    Parameters
+    ----------
+    card : ModelCard
+    raw_probability : float
+        The model's output in [0, 1].
+    operating_point : str, optional
+        ``"high_sensitivity"``, ``"balanced"`` or ``"high_specificity"``; default the card's.
+
+    Returns
+    -------
+    Prediction
+        ``positive`` when ``raw_probability >= threshold`` (the card's threshold, chosen on raw outputs);
+        ``probability`` and ``threshold`` are the calibrated values shown to the user (equal to the raw ones
+        when the card has no calibration); ``raw_probability`` keeps the model's output.
+
+    Raises
+    ------
+    CardError
+        The card does not define that operating point.
+    ValueError
+        The probability is NaN or infinite.
+    """
+    value = float(raw_probability)
+    if not math.isfinite(value):
+        raise ValueError(f"the model produced a non-finite probability ({value}); the model file may be "
+                         "damaged: reinstall the pack")
+    name, threshold = card.threshold(operating_point)
+    positive = value >= threshold
+    calibration = _calibration(card)
+    return Prediction(
+        probability=float(calibrate(value, calibration)), threshold=float(calibrate(threshold, calibration)),
+        operating_point=name, positive=positive,
+        finding=card.positive_label if positive else card.negative_label,
+        raw_probability=value, calibrated=calibration is not None)
+
+
+def study_result(values: Sequence[float], rule: StudyRule, positive_label: str = "positive",
+                 negative_label: str = "negative") -> tuple[float, Prediction]:
+    """The study-level score and finding from slice outputs (the card's ``study_rule``).
+
+    ``top_k_mean``: the study score is the mean of the ``k`` highest raw slice probabilities (all slices when
+    there are fewer than ``k``); the study is positive when the score is at or above ``rule.threshold``. The
+    score is not a calibrated probability and is shown as a score.
+
+    Parameters
+    ----------
+    values : sequence of float
+        Raw slice probabilities in [0, 1].
+    rule : StudyRule
+    positive_label, negative_label : str
+
+    Returns
+    -------
+    study_score : float
+    prediction : Prediction
+        ``operating_point="study"``, ``calibrated=False``.
+
+    Raises
+    ------
+    ValueError
+        No slices, or a rule kind other than ``"top_k_mean"``.
+    """
+    if len(values) == 0:
+        raise ValueError("a study result needs at least one analysed slice")
+    if rule.kind != "top_k_mean" or rule.k < 1:
+        raise ValueError(f"unsupported study rule {rule.kind!r} (k={rule.k}); asdesk knows 'top_k_mean' with k >= 1")
+    top = sorted((float(v) for v in values), reverse=True)[:rule.k]
+    score = float(np.mean(np.asarray(top, dtype=np.float64)))
+    if not math.isfinite(score):
+        raise ValueError(f"non-finite study score {score}")
+    positive = score >= rule.threshold
+    return score, Prediction(score, float(rule.threshold), STUDY_OPERATING_POINT, positive,
+                             positive_label if positive else negative_label, raw_probability=score)
+
+
+def study_decision(slices: Sequence[AnalysisResult], card: ModelCard) -> tuple[float, Prediction, str]:
+    """The study-level result of a series, by the rule its model card states.
+
+    Refused slices (outside the model's validated use, not overridden) take no part; when every slice is
+    refused the result is computed from all of them for the record, and :attr:`SeriesResult.refused` tells
+    every display to show no study finding.
+
+    Parameters
+    ----------
+    slices : sequence of AnalysisResult
+        Per-slice results.
+    card : ModelCard
+        With a ``study_rule`` of kind ``top_k_mean``: the mean of the ``k`` highest raw slice probabilities,
+        judged at the rule's threshold. Without one: the highest slice, judged at the card's default slice
+        threshold; the returned rule text says so.
+
+    Returns
+    -------
+    study_score : float
+    prediction : Prediction
+    rule_text : str
+        The rule in words, for reports.
+
+    Raises
+    ------
+    ValueError
+        If ``slices`` is empty.
+    """
+    if not slices:
+        raise ValueError("a study needs at least one analysed slice")
+    usable = [r for r in slices if not r.refused] or list(slices)  # all refused: kept for audit, not shown
+    raw = [r.prediction.raw_probability if r.prediction.raw_probability is not None else r.prediction.probability
+           for r in usable]
+    note = f" ({len(slices) - len(usable)} refused slice(s) left out)" if len(usable) < len(slices) else ""
+    if all(r.refused for r in slices):
+        note = " (every slice was refused: no study finding is shown)"
+    rule = card.study_rule
+    if rule is not None:
+        score, prediction = study_result(raw, rule, card.positive_label, card.negative_label)
+        text = rule.description or f"mean of the {rule.k} highest slice probabilities >= {rule.threshold:.3f}"
+        if len(usable) < rule.k:
+            text += f" (only {len(usable)} slice(s) were analysed: the mean of all of them was used)"
+        return score, prediction, text + note
+    index = int(np.argmax(raw))
+    prediction = judge(card, raw[index], None)
+    text = (f"the model card states no study rule: the study result shown is the most probable slice, judged at "
+            f"the card's default slice threshold ({prediction.operating_point}); this rule was not validated at "
+            "study level")
+    return prediction.probability, prediction, text + note
+
+
+def scaled_heatmap(heatmap: np.ndarray | None, prediction: Prediction, refused: bool) -> np.ndarray | None:
+    """The heat map as shown: its shape from Grad-CAM, its strength from the finding.
+
+    A map normalised to its own maximum looks equally hot at probability 0.02 and 0.98. Scaling it by the
+    (calibrated) probability keeps the location while a weak finding gives a faint map; refused images show
+    no map.
+
+    Parameters
+    ----------
+    heatmap : numpy.ndarray or None
+        float32 (H, W) in [0, 1] (:func:`asdesk.inference.gradcam.map_on_image`).
+    prediction : Prediction
+    refused : bool
+
+    Returns
+    -------
+    numpy.ndarray or None
+        float32 (H, W) in [0, prediction.probability]; ``None`` when refused or without a map.
+    """
+    if heatmap is None or refused:
+        return None
+    return (np.asarray(heatmap, dtype=np.float32) * np.float32(prediction.probability)).astype(np.float32)
+
+
+def redecide(results: Sequence[AnalysisResult], series: SeriesResult | None, card: ModelCard,
+             operating_point: str) -> tuple[tuple[AnalysisResult, ...], SeriesResult | None]:
+    """The same results judged at another of the card's operating points (no new model run).
+
+    Slice findings follow :func:`judge`; a series' study-level result follows the card's study rule and does
+    not change. Gate verdicts, heat maps and overlays stay as they are.
+
+    Parameters
+    ----------
+    results : sequence of AnalysisResult
+    series : SeriesResult or None
+    card : ModelCard
+    operating_point : str
+        An operating point the card defines (others leave the results unchanged).
+
+    Returns
+    -------
+    results : tuple of AnalysisResult
+    series : SeriesResult or None
+    """
+    if operating_point not in card.operating_points:
+        return tuple(results), series
+
+    def again(result: AnalysisResult) -> AnalysisResult:
+        raw = result.prediction.raw_probability
+        raw = result.prediction.probability if raw is None else raw
+        return dataclasses.replace(result, prediction=judge(card, raw, operating_point))
+
+    judged = tuple(again(r) for r in results)
+    if series is None:
+        return judged, None
+    return judged, dataclasses.replace(series, slices=judged)
