@@ -17,7 +17,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 pytest.importorskip("pytestqt")
-from conftest import SHARED_DATA, requires_shared  # noqa: E402
+from conftest import SHARED_DATA, requires_shared, skip_without_shared  # noqa: E402
 from PySide6.QtCore import QPointF, Qt  # noqa: E402
 
 import asdesk  # noqa: E402
@@ -42,8 +42,7 @@ def private_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture(scope="module")
 def stir_records() -> list[ImageRecord]:
     """The 15 slices of the real STIR series."""
-    if not STIR_DIR.is_dir():
-        pytest.skip("real STIR series missing")
+    skip_without_shared("data/sij-mri-dicom")
     from asdesk.io import read_series
 
     records, errors = read_series(STIR_DIR)
