@@ -1,5 +1,8 @@
 """Shared fixtures: the real data folder, a private ASDESK_HOME per test and a tiny real model pack.
 
+* ``SHARED`` (``<repo>/../shared``), :func:`requires_shared` (a skip mark) and :func:`skip_without_shared` (for
+  fixtures and helpers): tests that need the shared data or weights skip with a clear reason in a user's clone,
+  which has no shared folder beside it. Nothing falls back to another location: only ``<repo>/../shared`` counts.
 * ``shared_data``: ``<repo>/../shared/data`` (real scans; skipped where absent).
 * autouse ``asdesk_home``: ``ASDESK_HOME`` points at a fresh temporary folder, so settings, logs and user
   model packs never touch the real user folders; ``QT_QPA_PLATFORM=offscreen`` for Qt (PDF, widgets).
@@ -24,17 +27,45 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
+SHARED = REPO.parent / "shared"
+SHARED_DATA = SHARED / "data"
 TINY_PACK_ID = "tiny-test-pack"
 TINY_INPUT = 32
 TINY_STUDY_K = 3
 
 
+def missing_shared(*parts: str) -> str | None:
+    """Why the shared paths ``parts`` (relative to ``<repo>/../shared``) cannot be used, or ``None``.
+
+    Parameters
+    ----------
+    *parts : str
+        Paths relative to the shared folder, e.g. ``"data/knee-xray-kl"``, ``"weights"``; none means the folder.
+    """
+    for part in parts or ("",):
+        if not (SHARED / part).exists():
+            name = f"../shared/{part}".rstrip("/")
+            return f"needs {name}: not present (a user's clone has no shared folder)"
+    return None
+
+
+def requires_shared(*parts: str) -> pytest.MarkDecorator:
+    """A ``skipif`` mark for tests (or, as ``pytestmark``, modules) that read ``<repo>/../shared/<part>``."""
+    reason = missing_shared(*parts)
+    return pytest.mark.skipif(reason is not None, reason=reason or "")
+
+
+def skip_without_shared(*parts: str) -> None:
+    """Skip the calling test or fixture (session fixtures too) when a shared path is missing."""
+    reason = missing_shared(*parts)
+    if reason is not None:
+        pytest.skip(reason)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """``<repo>/../shared/data``, the real scans (skips the test when the folder is missing)."""
-    if not SHARED_DATA.is_dir():
-        pytest.skip(f"real data not found at {SHARED_DATA}")
+    skip_without_shared("data")
     return SHARED_DATA
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO, TINY_PACK_ID, TINY_STUDY_K
+from conftest import REPO, TINY_PACK_ID, TINY_STUDY_K, skip_without_shared
 
 from asdesk import cli
 from asdesk.report import ScreeningCsv
@@ -22,11 +22,13 @@ pytestmark = pytest.mark.usefixtures("installed_pack")
 
 @pytest.fixture(scope="module")
 def stir(shared_data) -> Path:
+    skip_without_shared("data/sij-mri-dicom")
     return shared_data / "sij-mri-dicom" / "patient1" / "STIR"
 
 
 @pytest.fixture(scope="module")
 def knee_png(shared_data) -> Path:
+    skip_without_shared("data/knee-xray-kl")
     return sorted((shared_data / "knee-xray-kl" / "val" / "3").glob("*.png"))[0]
 
 
@@ -209,12 +211,12 @@ def test_no_command_opens_the_window(monkeypatch):
     assert opened == [[]]
 
 
-def test_paths_without_a_command_open_in_the_window(monkeypatch, shared_data, capsys):
+def test_paths_without_a_command_open_in_the_window(monkeypatch, capsys):
     import asdesk.gui.app
 
     opened: list[list[str]] = []
     monkeypatch.setattr(asdesk.gui.app, "run_gui", lambda paths: opened.append(paths) or 0)
-    stir = str(shared_data / "sij-mri-dicom" / "patient1" / "STIR")
+    stir = str(REPO / "resources" / "samples")  # a folder of scans shipped with asdesk
     assert cli.main([stir]) == 0
     assert opened == [[stir]]
     assert cli.main(["/no/such/scan.dcm"]) == 2

@@ -7,13 +7,14 @@ import json
 import logging
 import math
 import shutil
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
 pytest.importorskip("tensorflow")
+
+from conftest import SHARED_DATA, requires_shared  # noqa: E402
 
 from asdesk.core import (  # noqa: E402
     AnalysisResult,
@@ -29,14 +30,11 @@ from asdesk.io import read_image  # noqa: E402
 from asdesk.tasks import analyze_batch, judge, study_decision, study_result  # noqa: E402
 from asdesk.training.model import build_classifier  # noqa: E402
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-if not DATA.is_dir():
-    DATA = Path("/work/shared/data")
+DATA = SHARED_DATA
 KNEE_PNG = DATA / "knee-xray-kl" / "val" / "0" / "9006140L.png"
 STIR_DICOM = DATA / "sij-mri-dicom" / "patient1" / "STIR" / "I1000000"  # PACS export: no extension
 
-pytestmark = pytest.mark.skipif(not (KNEE_PNG.is_file() and STIR_DICOM.is_file()),
-                                reason="needs ../shared/data (knee-xray-kl, sij-mri-dicom)")
+pytestmark = requires_shared("data/knee-xray-kl", "data/sij-mri-dicom")
 
 
 def engine_card(**overrides: Any) -> dict[str, Any]:

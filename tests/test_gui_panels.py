@@ -17,21 +17,19 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 pytest.importorskip("pytestqt")
+from conftest import SHARED_DATA, requires_shared, skip_without_shared  # noqa: E402
 from PySide6.QtCore import QPointF, Qt  # noqa: E402
 
 import asdesk  # noqa: E402
 from asdesk.core import AnalysisResult, ImageMetadata, ImageRecord, ModelInfo, Prediction, SeriesResult  # noqa: E402
 from asdesk.core.settings import Settings, settings_path  # noqa: E402
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-if not DATA.is_dir():
-    DATA = Path("/work/shared/data")
+DATA = SHARED_DATA
 STIR_DIR = DATA / "sij-mri-dicom" / "patient1" / "STIR"
 KNEE_DIR = DATA / "knee-xray-kl" / "val" / "2"
 
 pytestmark = [pytest.mark.gui]
-needs_data = pytest.mark.skipif(not STIR_DIR.is_dir() or not KNEE_DIR.is_dir(),
-                                reason="real test data under ../shared/data is missing")
+needs_data = requires_shared("data/sij-mri-dicom", "data/knee-xray-kl")
 
 
 @pytest.fixture(autouse=True)
@@ -44,8 +42,7 @@ def private_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture(scope="module")
 def stir_records() -> list[ImageRecord]:
     """The 15 slices of the real STIR series."""
-    if not STIR_DIR.is_dir():
-        pytest.skip("real STIR series missing")
+    skip_without_shared("data/sij-mri-dicom")
     from asdesk.io import read_series
 
     records, errors = read_series(STIR_DIR)

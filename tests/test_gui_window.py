@@ -25,19 +25,17 @@ from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl  # noqa: E402
 from PySide6.QtGui import QDropEvent  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "gui_xvfb"))
+from conftest import SHARED_DATA, requires_shared  # noqa: E402
 from event_loop import EventLoopGapMeter  # noqa: E402
 from tiny_pack import build_tiny_pack  # noqa: E402
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-if not DATA.is_dir():
-    DATA = Path("/work/shared/data")
+DATA = SHARED_DATA
 STIR_DIR = DATA / "sij-mri-dicom" / "patient1" / "STIR"
 KNEE_VAL = DATA / "knee-xray-kl" / "val"
 PACK_ID = "gui-window-pack"
 WAIT_MS = 120_000
 
-pytestmark = [pytest.mark.gui, pytest.mark.skipif(not STIR_DIR.is_dir() or not KNEE_VAL.is_dir(),
-                                                  reason="real test data under ../shared/data is missing")]
+pytestmark = [pytest.mark.gui, requires_shared("data/sij-mri-dicom", "data/knee-xray-kl")]
 
 
 @pytest.fixture(scope="session")

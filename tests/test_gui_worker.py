@@ -23,16 +23,15 @@ import pytest  # noqa: E402
 pytest.importorskip("pytestqt")
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "gui_xvfb"))
+from conftest import SHARED_DATA, requires_shared  # noqa: E402
 from event_loop import EventLoopGapMeter  # noqa: E402
 from tiny_pack import build_tiny_pack  # noqa: E402
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-if not DATA.is_dir():
-    DATA = Path("/work/shared/data")
+DATA = SHARED_DATA
 STIR_DIR = DATA / "sij-mri-dicom" / "patient1" / "STIR"
 PACK_ID = "gui-tiny-pack"
 
-pytestmark = [pytest.mark.gui, pytest.mark.skipif(not STIR_DIR.is_dir(), reason="real STIR series missing")]
+pytestmark = [pytest.mark.gui, requires_shared("data/sij-mri-dicom")]
 
 
 @pytest.fixture(scope="session")

@@ -17,18 +17,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import SHARED_DATA, requires_shared
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "data"
-if not DATA.is_dir():
-    DATA = Path("/work/shared/data")
+DATA = SHARED_DATA
 STIR_DIR = DATA / "sij-mri-dicom" / "patient1" / "STIR"
 DRIVER = REPO / "tests" / "gui_xvfb" / "run_window.py"
 
 pytestmark = [
     pytest.mark.gui,
     pytest.mark.skipif(shutil.which("xvfb-run") is None, reason="xvfb-run is not installed (apt install xvfb)"),
-    pytest.mark.skipif(not STIR_DIR.is_dir(), reason="real STIR series missing"),
+    requires_shared("data/sij-mri-dicom"),
 ]
 
 
@@ -67,8 +66,8 @@ KNEE_PACK = REPO / "models" / "knee-xray-oa"
 SCREEN_DRIVER = REPO / "tests" / "gui_xvfb" / "run_screening.py"
 
 
-@pytest.mark.skipif(not KNEE_VAL.is_dir() or not (KNEE_PACK / "card.json").is_file(),
-                    reason="needs the knee val set and the shipped knee-xray-oa pack")
+@requires_shared("data/knee-xray-kl")
+@pytest.mark.skipif(not (KNEE_PACK / "card.json").is_file(), reason="needs the shipped knee-xray-oa pack")
 def test_screening_the_knee_val_set_from_the_file_menu(tmp_path: Path):
     """File → Screen folder… over all 826 held-out knees: the table fills, the event loop keeps answering
     (no gap over 250 ms), and the CSV equals what `asdesk screen` writes for the same folder."""

@@ -1,4 +1,8 @@
-"""asdesk.io DICOM reading on real files: the SI-joint study, pydicom's and pydicom-data's test files."""
+"""asdesk.io DICOM reading on real files: the SI-joint study, pydicom's and pydicom-data's test files.
+
+The core checks run on files that ship with pydicom / pydicom-data and with asdesk (``resources/samples``);
+the SI-joint study in ``<repo>/../shared/data`` adds the real PACS export where it is present.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
+from conftest import REPO, SHARED_DATA, requires_shared
 from pydicom.data import get_testdata_file
 
 from asdesk.core.errors import (
@@ -21,10 +26,10 @@ from asdesk.core.errors import (
 from asdesk.io import dicom as dicom_module
 from asdesk.io import is_dicom, read_dicom_frame, read_frames, read_image
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-STIR = DATA / "sij-mri-dicom" / "patient1" / "STIR"
-T1 = DATA / "sij-mri-dicom" / "patient1" / "T1"
-KNEE = DATA / "knee-xray-kl" / "val" / "0" / "9006140L.png"
+STIR = SHARED_DATA / "sij-mri-dicom" / "patient1" / "STIR"
+T1 = SHARED_DATA / "sij-mri-dicom" / "patient1" / "T1"
+SAMPLE_PNG = REPO / "resources" / "samples" / "knee-kl3-9023348L.png"  # ships with asdesk
+needs_sij_dicom = requires_shared("data/sij-mri-dicom")
 
 
 def sample(name: str) -> Path:
@@ -40,9 +45,31 @@ def linear_window(values: np.ndarray, centre: float, width: float) -> np.ndarray
     return np.clip((values - (centre - 0.5)) / (width - 1) + 0.5, 0.0, 1.0)
 
 
-# --- the real SI-joint study (extensionless PACS export) -------------------------------------------------
+# --- a DICOM file without extension (PACS export) ---------------------------------------------------------
 
 
+def test_dicom_file_without_extension_is_recognised_and_read_with_its_metadata(tmp_path):
+    source = sample("MR_small.dcm")
+    path = tmp_path / "I0000001"  # the way PACS exports name files
+    shutil.copy(source, path)
+    assert is_dicom(path)
+    record = read_image(path)
+    dataset = pydicom.dcmread(source)
+    assert record.pixels.shape == (64, 64) and record.pixels.dtype == np.float32
+    np.testing.assert_array_equal(record.pixels, dataset.pixel_array.astype(np.float32))
+    assert record.display.dtype == np.float32
+    assert 0.0 <= record.display.min() and record.display.max() <= 1.0 and np.ptp(record.display) > 0.5
+    meta = record.metadata
+    assert meta.format == "DICOM" and meta.source == path
+    assert meta.modality == "MR" and meta.patient_name == str(dataset.PatientName)
+    assert meta.series_uid == dataset.SeriesInstanceUID and meta.sop_instance_uid == dataset.SOPInstanceUID
+    assert meta.pixel_spacing_mm == pytest.approx((0.3125, 0.3125))
+    assert meta.instance_number == 1 and meta.frame_index is None
+    assert meta.transfer_syntax == "Explicit VR Little Endian"
+    assert meta.photometric_interpretation == "MONOCHROME2" and not record.inverted
+
+
+@needs_sij_dicom
 def test_stir_file_without_extension_is_dicom_and_reads_with_full_metadata():
     path = STIR / "I1000000"
     assert path.suffix == ""
@@ -67,6 +94,7 @@ def test_stir_file_without_extension_is_dicom_and_reads_with_full_metadata():
     assert not record.inverted
 
 
+@needs_sij_dicom
 def test_stir_display_is_the_dicom_linear_window_of_the_pixels():
     record = read_image(STIR / "I5000000")
     dataset = pydicom.dcmread(STIR / "I5000000")
@@ -76,6 +104,7 @@ def test_stir_display_is_the_dicom_linear_window_of_the_pixels():
     np.testing.assert_allclose(record.display, expected, atol=1e-6)
 
 
+@needs_sij_dicom
 def test_t1_file_reads_with_window_tags():
     record = read_image(T1 / "I1000000")
     assert record.shape == (256, 256)
@@ -246,9 +275,10 @@ def test_preambleless_dicom_is_recognised_and_read(tmp_path):
 
 def test_content_decides_not_the_name(tmp_path):
     disguised = tmp_path / "scan.png"
-    shutil.copy(STIR / "I1000000", disguised)
+    shutil.copy(sample("MR_small.dcm"), disguised)
     assert read_image(disguised).metadata.format == "DICOM"
-    assert not is_dicom(KNEE)
+    assert not is_dicom(SAMPLE_PNG)
+    assert read_image(SAMPLE_PNG).metadata.format == "PNG"
 
 
 # --- bad files: each raises its own error, naming the file ------------------------------------------------
@@ -286,8 +316,19 @@ def test_random_binary_without_extension_is_not_an_image(tmp_path):
     assert_names_file(error, path)
 
 
-@pytest.mark.parametrize("fraction", [0.5, 0.999, 0.004])
+@pytest.mark.parametrize("fraction", [0.5, 0.05])
 def test_truncated_native_dicom_is_reported_as_truncated(tmp_path, fraction):
+    content = sample("MR_small.dcm").read_bytes()  # Explicit VR Little Endian: pixel data end at the file end
+    path = tmp_path / "I1000000"
+    path.write_bytes(content[: int(len(content) * fraction)])
+    with pytest.raises(TruncatedFileError) as error:
+        read_image(path)
+    assert_names_file(error, path)
+
+
+@needs_sij_dicom
+@pytest.mark.parametrize("fraction", [0.5, 0.999, 0.004])
+def test_truncated_stir_file_is_reported_as_truncated(tmp_path, fraction):
     content = (STIR / "I1000000").read_bytes()
     path = tmp_path / "I1000000"
     path.write_bytes(content[: int(len(content) * fraction)])

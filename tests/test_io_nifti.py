@@ -6,18 +6,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import SHARED_DATA, requires_shared, skip_without_shared
 
 from asdesk.core.errors import NotAnImageError, TruncatedFileError
 from asdesk.io import nifti_orientation, nifti_slices, read_nifti_volume, read_series
 
 nibabel = pytest.importorskip("nibabel")
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-SPA = DATA / "sij-mri-spa"
-STIR_DICOM = DATA / "sij-mri-dicom" / "patient1" / "STIR"
+SPA = SHARED_DATA / "sij-mri-spa"
+STIR_DICOM = SHARED_DATA / "sij-mri-dicom" / "patient1" / "STIR"
 
 
 def stir_volume(patient: str) -> Path:
+    skip_without_shared("data/sij-mri-spa")
     found = sorted((SPA / "stir").glob(f"*/{patient}_STIR.nii.gz"))
     if not found:
         pytest.skip(f"no STIR volume for patient {patient} under {SPA}")
@@ -115,6 +116,7 @@ def dicom_series_as_nifti(path: Path, flip_rows: bool) -> list:
     return records
 
 
+@requires_shared("data/sij-mri-dicom")
 @pytest.mark.parametrize("flip_rows", [False, True], ids=["as-dicom", "rows-reversed"])
 def test_nifti_made_from_the_dicom_series_displays_like_the_dicom(tmp_path, flip_rows):
     path = tmp_path / "stir_from_dicom.nii.gz"

@@ -8,16 +8,18 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from conftest import REPO, SHARED_DATA, skip_without_shared
 from PIL import Image
 
 from asdesk.core.errors import NotAnImageError, TruncatedFileError
 from asdesk.io import is_dicom, is_raster, read_frames, read_image
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-KNEE = DATA / "knee-xray-kl"
+KNEE = SHARED_DATA / "knee-xray-kl"
+SAMPLE_PNG = REPO / "resources" / "samples" / "knee-kl3-9023348L.png"  # a knee radiograph shipped with asdesk
 
 
 def knee_files(count: int = 4) -> list[Path]:
+    skip_without_shared("data/knee-xray-kl")
     files = sorted((KNEE / "val").glob("*/*.png"))[:count]
     if not files:
         pytest.skip(f"knee radiographs not found under {KNEE}")
@@ -28,21 +30,31 @@ def gradient16(height: int = 40, width: int = 50) -> np.ndarray:
     return (np.arange(height * width, dtype=np.uint32).reshape(height, width) * 31 % 65536).astype(np.uint16)
 
 
+def assert_read_as_8bit_grayscale_without_stretching(path: Path) -> None:
+    record = read_image(path)
+    stored = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    assert record.pixels.shape == (224, 224) and record.pixels.dtype == np.float32
+    np.testing.assert_array_equal(record.pixels, stored.astype(np.float32))
+    np.testing.assert_allclose(record.display, stored / 255.0, atol=1e-7)  # value / 255, not min-max
+    meta = record.metadata
+    assert meta.format == "PNG" and meta.bits_stored == 8 and meta.source == path
+    assert meta.photometric_interpretation == "MONOCHROME2" and meta.modality == ""
+    assert is_raster(path) and not is_dicom(path)
+
+
+def test_shipped_knee_sample_is_read_as_8bit_grayscale_without_stretching():
+    stored = cv2.imread(str(SAMPLE_PNG), cv2.IMREAD_UNCHANGED)
+    assert stored.dtype == np.uint8 and stored.ndim == 2 and stored.min() < 40 < 215 < stored.max()
+    assert_read_as_8bit_grayscale_without_stretching(SAMPLE_PNG)
+
+
 def test_knee_png_is_read_as_8bit_grayscale_without_stretching():
     for path in knee_files():
-        record = read_image(path)
-        stored = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-        assert record.pixels.shape == (224, 224) and record.pixels.dtype == np.float32
-        np.testing.assert_array_equal(record.pixels, stored.astype(np.float32))
-        np.testing.assert_allclose(record.display, stored / 255.0, atol=1e-7)  # value / 255, not min-max
-        meta = record.metadata
-        assert meta.format == "PNG" and meta.bits_stored == 8 and meta.source == path
-        assert meta.photometric_interpretation == "MONOCHROME2" and meta.modality == ""
-        assert is_raster(path) and not is_dicom(path)
+        assert_read_as_8bit_grayscale_without_stretching(path)
 
 
 def test_read_frames_of_a_raster_is_a_list_of_one():
-    path = knee_files(1)[0]
+    path = SAMPLE_PNG
     frames = read_frames(path)
     assert len(frames) == 1 and frames[0].metadata.frame_index is None
 
@@ -112,12 +124,12 @@ def test_grayscale_saved_as_rgb_comes_back_grayscale(tmp_path):
 
 def test_raster_with_a_dicom_extension_is_read_by_content(tmp_path):
     path = tmp_path / "knee.dcm"
-    shutil.copy(knee_files(1)[0], path)
+    shutil.copy(SAMPLE_PNG, path)
     assert read_image(path).metadata.format == "PNG"
 
 
 def test_truncated_png_is_truncated(tmp_path):
-    source = knee_files(1)[0].read_bytes()
+    source = SAMPLE_PNG.read_bytes()
     path = tmp_path / "cut.png"
     path.write_bytes(source[: len(source) // 2])
     with pytest.raises(TruncatedFileError) as error:

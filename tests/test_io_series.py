@@ -1,4 +1,9 @@
-"""asdesk.io series folders and folder discovery, on copies of the real SI-joint PACS export."""
+"""asdesk.io series folders and folder discovery.
+
+A small series built here from pydicom's ``MR_small.dcm`` (one file per slice, new UIDs and positions) tests
+the core rules without the shared folder; copies of the real SI-joint PACS export in ``<repo>/../shared/data``
+add the real series where it is present.
+"""
 
 from __future__ import annotations
 
@@ -6,17 +11,19 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pydicom
 import pytest
+from conftest import SHARED_DATA, requires_shared
 from pydicom.data import get_testdata_file
 
 from asdesk.core.errors import CancelledError, EmptySeriesError, TruncatedFileError
 from asdesk.core.progress import CancelToken
 from asdesk.io import ScanItem, discover, group_series, read_image, read_item, read_series
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-STIR = DATA / "sij-mri-dicom" / "patient1" / "STIR"
-T1 = DATA / "sij-mri-dicom" / "patient1" / "T1"
-KNEE = DATA / "knee-xray-kl" / "val"
+STIR = SHARED_DATA / "sij-mri-dicom" / "patient1" / "STIR"
+T1 = SHARED_DATA / "sij-mri-dicom" / "patient1" / "T1"
+KNEE = SHARED_DATA / "knee-xray-kl" / "val"
+needs_sij_dicom = requires_shared("data/sij-mri-dicom")
 
 
 class RecordingProgress:
@@ -49,6 +56,73 @@ def write_junk(path: Path, size: int = 4096) -> Path:
     return path
 
 
+def write_series(folder: Path, count: int, source: str = "MR_small.dcm", step_mm: float = 4.0) -> str:
+    """``count`` slices of one series from a pydicom test file, named in REVERSE instance order.
+
+    Each slice gets its own SOP Instance UID, instance number (1..count), position along the slice normal
+    and pixel values (the source plus the instance number), so the order read back can be checked.
+
+    Returns
+    -------
+    str
+        The Series Instance UID.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    template = pydicom.dcmread(get_testdata_file(source))
+    series_uid = pydicom.uid.generate_uid()
+    origin = np.array(template.ImagePositionPatient, dtype=float)
+    for number in range(1, count + 1):
+        dataset = pydicom.dcmread(get_testdata_file(source))
+        dataset.SeriesInstanceUID = series_uid
+        dataset.SOPInstanceUID = dataset.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
+        dataset.InstanceNumber = number
+        dataset.ImagePositionPatient = [float(v) for v in origin + [0.0, 0.0, step_mm * number]]
+        dataset.SliceLocation = step_mm * number
+        dataset.PixelData = (dataset.pixel_array + number).astype(dataset.pixel_array.dtype).tobytes()
+        dataset.save_as(folder / f"IM{count - number:04d}")
+    return series_uid
+
+
+def test_series_is_read_in_instance_order_not_name_order(tmp_path):
+    uid = write_series(tmp_path / "MR", 6)
+    records, errors = read_series(tmp_path / "MR")
+    assert errors == []
+    assert [r.metadata.instance_number for r in records] == list(range(1, 7))
+    assert {r.metadata.series_uid for r in records} == {uid}
+    assert np.diff([r.metadata.slice_position_mm for r in records]) == pytest.approx([4.0] * 5)
+    reference = pydicom.dcmread(get_testdata_file("MR_small.dcm")).pixel_array.astype(np.float32)
+    for number, record in enumerate(records, start=1):
+        np.testing.assert_array_equal(record.pixels, reference + number)
+
+
+def test_series_with_junk_and_a_truncated_slice_reads_the_rest_and_reports_both(tmp_path):
+    folder = tmp_path / "MR"
+    write_series(folder, 6)
+    junk = write_junk(folder / "IM9999")
+    victim = folder / "IM0002"  # instance 4
+    victim.write_bytes(victim.read_bytes()[:5000])
+    progress = RecordingProgress()
+    records, errors = read_series(folder, progress=progress)
+    assert [r.metadata.instance_number for r in records] == [1, 2, 3, 5, 6]
+    assert len(errors) == 2
+    assert any(e.startswith(str(junk)) for e in errors) and any(str(victim) in e for e in errors)
+    assert progress.total == 7 and progress.done == 7 and progress.finished
+
+
+def test_folder_with_two_series_reads_the_largest_and_reports_the_other_one(tmp_path):
+    folder = tmp_path / "mixed"
+    mr_uid = write_series(folder / "mr", 5)
+    ct_uid = write_series(folder / "ct", 2, source="CT_small.dcm")
+    for path in sorted((folder / "ct").iterdir()) + sorted((folder / "mr").iterdir()):
+        path.rename(folder / f"{path.parent.name}_{path.name}")
+    groups = group_series(folder)
+    assert list(groups) == [mr_uid, ct_uid] and [len(files) for files in groups.values()] == [5, 2]
+    records, errors = read_series(folder)
+    assert len(records) == 5 and {r.metadata.series_uid for r in records} == {mr_uid}
+    assert len(errors) == 1 and "skipped" in errors[0] and "2 file(s)" in errors[0]
+
+
+@needs_sij_dicom
 @pytest.mark.parametrize("folder", [STIR, T1], ids=["STIR", "T1"])
 def test_real_series_is_read_in_instance_order(folder):
     records, errors = read_series(folder)
@@ -64,6 +138,7 @@ def test_real_series_is_read_in_instance_order(folder):
     assert all(r.shape == (256, 256) for r in records)
 
 
+@needs_sij_dicom
 def test_file_names_do_not_decide_the_order(tmp_path):
     folder = tmp_path / "renamed"
     folder.mkdir()
@@ -74,6 +149,7 @@ def test_file_names_do_not_decide_the_order(tmp_path):
     assert [r.metadata.instance_number for r in records] == list(range(1, 16))
 
 
+@needs_sij_dicom
 def test_series_with_one_junk_file_reads_15_images_and_reports_the_junk(tmp_path):
     folder = copy_series(STIR, tmp_path / "STIR")
     junk = write_junk(folder / "I9999999")
@@ -84,6 +160,7 @@ def test_series_with_one_junk_file_reads_15_images_and_reports_the_junk(tmp_path
     assert progress.total == 16 and progress.done == 16 and progress.finished
 
 
+@needs_sij_dicom
 def test_truncated_file_is_reported_and_the_rest_is_read(tmp_path):
     folder = copy_series(STIR, tmp_path / "STIR")
     victim = folder / "I5000000"
@@ -97,6 +174,7 @@ def test_truncated_file_is_reported_and_the_rest_is_read(tmp_path):
         read_image(victim)
 
 
+@needs_sij_dicom
 def test_folder_with_two_series_reads_the_largest_and_reports_the_other(tmp_path):
     folder = copy_series(STIR, tmp_path / "mixed")
     t1_files = sorted(T1.iterdir())[:5]
@@ -125,15 +203,17 @@ def test_empty_folder_and_junk_only_folder_raise_empty_series(tmp_path):
         read_series(junk_only)
 
 
-def test_cancel_stops_reading_a_series():
+def test_cancel_stops_reading_a_series(tmp_path):
+    write_series(tmp_path / "MR", 3)
     token = CancelToken()
     token.cancel()
     progress = RecordingProgress()
     with pytest.raises(CancelledError):
-        read_series(STIR, progress=progress, cancel=token)
+        read_series(tmp_path / "MR", progress=progress, cancel=token)
     assert progress.finished
 
 
+@needs_sij_dicom
 def test_group_series_of_the_real_folder():
     groups = group_series(STIR)
     assert len(groups) == 1
@@ -166,6 +246,7 @@ def build_tree(root: Path) -> dict[str, list[Path]]:
     return {"stir": sorted(stir.iterdir()), "knees": knees, "multi": [multi]}
 
 
+@requires_shared("data/sij-mri-dicom", "data/knee-xray-kl")
 def test_discover_finds_dicom_by_content_and_rasters_in_a_mixed_tree(tmp_path):
     expected = build_tree(tmp_path)
     progress = RecordingProgress()
@@ -186,6 +267,7 @@ def test_discover_finds_dicom_by_content_and_rasters_in_a_mixed_tree(tmp_path):
     assert isinstance(items[0], ScanItem)
 
 
+@requires_shared("data/sij-mri-dicom", "data/knee-xray-kl")
 def test_read_item_reads_the_frame_an_item_points_to(tmp_path):
     build_tree(tmp_path)
     items = discover(tmp_path)
@@ -197,6 +279,7 @@ def test_read_item_reads_the_frame_an_item_points_to(tmp_path):
     assert read_item(dicom_item).metadata.instance_number is not None
 
 
+@requires_shared("data/sij-mri-dicom", "data/knee-xray-kl")
 def test_discover_can_be_cancelled(tmp_path):
     build_tree(tmp_path)
     token = CancelToken()

@@ -7,6 +7,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from conftest import SHARED_DATA, skip_without_shared
 
 from asdesk.core import ImageMetadata, ImageRecord, PreprocessError
 from asdesk.preprocess import (
@@ -21,7 +22,7 @@ from asdesk.preprocess import (
     to_grayscale,
 )
 
-KNEE = Path(__file__).resolve().parents[2] / "shared" / "data" / "knee-xray-kl" / "val" / "2"
+KNEE = SHARED_DATA / "knee-xray-kl" / "val" / "2"
 
 
 def record(pixels: np.ndarray, photometric: str = "MONOCHROME2", spacing: tuple[float, float] | None = None,
@@ -34,9 +35,8 @@ def record(pixels: np.ndarray, photometric: str = "MONOCHROME2", spacing: tuple[
 
 
 def real_knee() -> np.ndarray:
+    skip_without_shared("data/knee-xray-kl")
     files = sorted(KNEE.glob("*.png"))
-    if not files:
-        pytest.skip("shared knee data not found")
     return cv2.imread(str(files[0]), cv2.IMREAD_GRAYSCALE).astype(np.float32) / 255.0
 
 

@@ -18,18 +18,16 @@ import cv2
 import numpy as np
 import pydicom
 import pytest
+from conftest import SHARED_DATA, requires_shared
 
 from asdesk.core import AnalysisResult, AsdeskError, ImageMetadata, ImageRecord, ModelInfo, Prediction
 from asdesk.report import SCREENING_COLUMNS, ReportWriteError, ScreeningCsv
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-if not DATA.is_dir():
-    DATA = Path("/work/shared/data")
+DATA = SHARED_DATA
 KNEE_DIR = DATA / "knee-xray-kl" / "val" / "2"
 STIR_DIR = DATA / "sij-mri-dicom" / "patient1" / "STIR"
 
-pytestmark = pytest.mark.skipif(not KNEE_DIR.is_dir() or not STIR_DIR.is_dir(),
-                                reason="real test data under ../shared/data is missing")
+pytestmark = requires_shared("data/knee-xray-kl", "data/sij-mri-dicom")
 
 TEST_MODEL = ModelInfo(pack_id="test-pack", version="0.0.1-test", sha256="fedcba9876543210" * 4,
                        task="TEST DATA", positive_label="positive (TEST)", negative_label="negative (TEST)")

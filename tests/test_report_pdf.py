@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 import pydicom
 import pytest
+from conftest import SHARED_DATA, requires_shared
 from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
 import asdesk
@@ -34,9 +35,7 @@ from asdesk.report import ReportWriteError
 from asdesk.report.images import array_to_qimage, blend_overlay, display_to_gray_uint8, png_bytes, save_png
 from asdesk.report.pdf import ensure_gui_application, write_pdf_report
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-if not DATA.is_dir():
-    DATA = Path("/work/shared/data")
+DATA = SHARED_DATA
 KNEE_DIR = DATA / "knee-xray-kl" / "val" / "2"
 STIR_DIR = DATA / "sij-mri-dicom" / "patient1" / "STIR"
 
@@ -44,8 +43,7 @@ _HEADLESS = not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLA
 if sys.platform.startswith("linux") and _HEADLESS:
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # headless: never abort on a missing display
 
-pytestmark = pytest.mark.skipif(not KNEE_DIR.is_dir() or not STIR_DIR.is_dir(),
-                                reason="real test data under ../shared/data is missing")
+pytestmark = requires_shared("data/knee-xray-kl", "data/sij-mri-dicom")
 
 TEST_SHA = "0123456789abcdef" * 4  # TEST DATA, not a real model hash
 TEST_MODEL = ModelInfo(pack_id="test-pack-knee", version="0.0.1-test", sha256=TEST_SHA,

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import requires_shared
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = REPO / "models"
@@ -31,6 +32,7 @@ def test_expected_packs_are_shipped():
     assert {"knee-xray-oa", "sij-mri-stir-inflammation"} <= set(PACKS)
 
 
+@requires_shared("data/knee-xray-kl")
 def test_screening_the_knee_val_set_reproduces_the_cards_auc(tmp_path, shared_data):
     """`asdesk screen` over the held-out knee patients gives the AUC that the card states."""
     from sklearn.metrics import roc_auc_score
@@ -52,6 +54,7 @@ def test_screening_the_knee_val_set_reproduces_the_cards_auc(tmp_path, shared_da
                                                                  abs=6e-4)
 
 
+@requires_shared("data/sij-mri-dicom")
 def test_stir_series_gets_a_study_result_from_the_sij_pack(shared_data):
     from asdesk.core import SeriesResult
     from asdesk.tasks import analyze_path

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import TINY_PACK_ID, TINY_STUDY_K, tiny_card
+from conftest import TINY_PACK_ID, TINY_STUDY_K, skip_without_shared, tiny_card
 
 from asdesk.core import AnalysisResult, CancelledError, CancelToken, ModelHashMismatchError, SeriesResult
 from asdesk.report import ScreeningCsv
@@ -61,11 +61,13 @@ def engines(tiny_pack) -> EngineCache:
 
 @pytest.fixture(scope="session")
 def stir(shared_data) -> Path:
+    skip_without_shared("data/sij-mri-dicom")
     return shared_data / "sij-mri-dicom" / "patient1" / "STIR"
 
 
 @pytest.fixture(scope="session")
 def knee_files(shared_data) -> list[Path]:
+    skip_without_shared("data/knee-xray-kl")
     val = shared_data / "knee-xray-kl" / "val"
     return sorted((val / "0").glob("*.png"))[:3] + sorted((val / "3").glob("*.png"))[:3]
 

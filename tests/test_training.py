@@ -9,13 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import SHARED_DATA, skip_without_shared
 
 from asdesk.training.augment import Augmentation
 from asdesk.training.splits import group_holdout, group_kfold, leave_one_patient_out, stratified_70_15_15
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-KNEE = SHARED / "knee-xray-kl"
-SIJ = SHARED / "sij-mri-spa"
+KNEE = SHARED_DATA / "knee-xray-kl"
+SIJ = SHARED_DATA / "sij-mri-spa"
 
 
 def _groups(n_patients: int = 40, per_patient: int = 3, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -71,8 +71,7 @@ def test_augmentation_stays_within_limits_and_never_flips_by_default():
 def test_folder_dataset_uses_patient_pattern_and_label_sets(tmp_path):
     from asdesk.training.datasets import DatasetError, load_folder_dataset
 
-    if not KNEE.is_dir():
-        pytest.skip("shared knee data not found")
+    skip_without_shared("data/knee-xray-kl")
     for grade in ("0", "3"):
         (tmp_path / grade).mkdir()
         for path in sorted((KNEE / "val" / grade).glob("*.png"))[:4]:
@@ -90,8 +89,7 @@ def test_folder_dataset_uses_patient_pattern_and_label_sets(tmp_path):
 def test_sij_dataset_labels_slices_by_reader_agreement():
     from asdesk.training.datasets import load_sij_stir_dataset
 
-    if not SIJ.is_dir():
-        pytest.skip("shared SIJ data not found")
+    skip_without_shared("data/sij-mri-spa")
     samples = load_sij_stir_dataset(SIJ, min_readers=2)
     # The data README: 119 inflamed of 198 labelled slices in 8 patients.
     assert len(samples) == 198
@@ -118,8 +116,7 @@ def test_one_epoch_of_training_on_real_radiographs_writes_a_valid_pack(tmp_path)
     from asdesk.inference import load_pack
     from asdesk.training.train import main_train
 
-    if not KNEE.is_dir():
-        pytest.skip("shared knee data not found")
+    skip_without_shared("data/knee-xray-kl")
     for split, count in (("train", 12), ("val", 6)):
         for grade in ("0", "1", "3", "4"):
             (tmp_path / split / grade).mkdir(parents=True)
