@@ -816,6 +816,7 @@ class MainWindow(QMainWindow):
                                   "validation.")
         judged = redecide(outcome, self.settings.operating_point or outcome.card.default_operating_point)
         self.viewer.set_heatmaps([r.heatmap for r in judged.results])
+        self.viewer.set_crop_boxes([r.crop_box for r in judged.results])
         self.results_panel.set_results(judged.results, judged.series, judged.card, outcome.preprocessing_modified)
         self.results_panel.set_current_slice(self.viewer.current_index)
         self._request_preview()

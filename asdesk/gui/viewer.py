@@ -18,6 +18,7 @@ on the anatomy it refers to.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,6 +27,7 @@ from PySide6.QtCore import QEvent, QObject, QPointF, Qt, Signal
 from PySide6.QtGui import QKeyEvent
 from PySide6.QtWidgets import (
     QComboBox,
+    QGraphicsRectItem,
     QHBoxLayout,
     QLabel,
     QSizePolicy,
@@ -190,9 +192,17 @@ class ImageViewer(QWidget):
         self.overlay_item.setLevels((0.0, 1.0))
         self.overlay_item.setOpacity(self._overlay_opacity)
         self.view.addItem(self.overlay_item)
+        # Where the model's crop lies (e.g. the 170 mm square of the SI-joint pack): a dashed outline instead
+        # of the heat map's hard edge.
+        self.crop_item = QGraphicsRectItem()
+        self.crop_item.setPen(pg.mkPen("#ffd24d", width=1.5, style=Qt.PenStyle.DashLine, cosmetic=True))
+        self.crop_item.setZValue(11)
+        self.crop_item.setVisible(False)
+        self.view.addItem(self.crop_item)
+        self._crop_boxes: list[tuple[int, int, int, int] | None] = []
         self.colour_bar = pg.ColorBarItem(values=(0.0, 1.0), colorMap=pg.colormap.get(OVERLAY_COLOUR_MAP),
                                           interactive=False, width=14, colorMapMenu=False)
-        self.colour_bar_title = pg.LabelItem("Grad-CAM", color="#dddddd", size="9pt")
+        self.colour_bar_title = pg.LabelItem("Grad-CAM × p", color="#dddddd", size="9pt")
         self.colour_bar_title.setMaximumWidth(70)
         self.colour_bar_title.setMaximumHeight(22)
         self.graphics.addItem(self.colour_bar_title, row=0, col=1)
@@ -325,6 +335,7 @@ class ImageViewer(QWidget):
         """
         self._records = list(records)
         self._heatmaps = [None] * len(self._records)
+        self._crop_boxes = [None] * len(self._records)
         self._index = 0
         self.placeholder.setVisible(not self._records)
         self.overlay_item.clear()
@@ -376,6 +387,24 @@ class ImageViewer(QWidget):
                                  f"{record.shape}; Grad-CAM maps must be at the image's size")
         self._heatmaps = list(heatmaps)
         self._show_overlay()
+
+    def set_crop_boxes(self, boxes: Sequence[tuple[int, int, int, int] | None]) -> None:
+        """Outline the region each model input was cropped from, one box per record.
+
+        Parameters
+        ----------
+        boxes : sequence of (top, left, bottom, right) or None
+            In image pixels (``AnalysisResult.crop_box``); ``None`` where the model saw the whole image.
+        """
+        self._crop_boxes = list(boxes) + [None] * max(0, len(self._records) - len(boxes))
+        self._show_overlay()
+
+    def crop_outline(self) -> tuple[float, float, float, float] | None:
+        """(x, y, width, height) of the crop outline shown, or ``None`` when none is shown."""
+        if not self.crop_item.isVisible():
+            return None
+        rect = self.crop_item.rect()
+        return (rect.x(), rect.y(), rect.width(), rect.height())
 
     def clear_heatmaps(self) -> None:
         """Remove the Grad-CAM overlay."""
@@ -472,6 +501,11 @@ class ImageViewer(QWidget):
 
     def _show_overlay(self) -> None:
         heatmap = self._heatmaps[self._index] if self._heatmaps else None
+        box = self._crop_boxes[self._index] if self._index < len(self._crop_boxes) else None
+        if box is not None and heatmap is not None:
+            top, left, bottom, right = box
+            self.crop_item.setRect(float(left), float(top), float(right - left), float(bottom - top))
+        self.crop_item.setVisible(box is not None and heatmap is not None and self._overlay_visible)
         if heatmap is None:
             self.overlay_item.clear()
             self.overlay_item.setVisible(False)

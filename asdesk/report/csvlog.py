@@ -162,16 +162,25 @@ class ScreeningCsv:
         ----------
         result : AnalysisResult
             File, frame and DICOM identifiers come from ``result.record.metadata``; probability and
-            threshold are written with 6 decimals.
+            threshold are written with 6 decimals. A refused image (``result.refused``) gets no probability,
+            the finding ``refused`` and the reason in the ``error`` column; an overridden refusal is marked
+            ``[outside validated use]`` beside its finding.
         """
         meta = result.record.metadata
         prediction = result.prediction
         file_name, frame = self.key(meta.source, meta.frame_index)
+        if result.refused:  # outside what the model was validated for: no probability, no finding
+            probability, finding, note = "", "refused", _one_line(result.gate.text(result.model.pack_id))
+        else:
+            probability, finding, note = f"{float(prediction.probability):.6f}", prediction.finding, ""
+            if result.gate.overridden:
+                finding += " [outside validated use]"
+                note = _one_line(result.gate.text(result.model.pack_id))
         self._append([
             file_name, frame, meta.patient_id, meta.study_uid, meta.series_uid, meta.modality,
             result.model.pack_id, result.model.version, result.model.sha256,
-            f"{float(prediction.probability):.6f}", f"{float(prediction.threshold):.6f}",
-            prediction.operating_point, prediction.finding, "", _now_iso(),
+            probability, f"{float(prediction.threshold):.6f}",
+            prediction.operating_point, finding, note, _now_iso(),
         ])
 
     def write_error(self, path: str | os.PathLike[str], frame: int | None, error_message: str,
