@@ -177,7 +177,7 @@ def test_a_row_cut_inside_its_timestamp_is_not_counted(tmp_path):
 
 def test_a_crash_while_writing_the_header_restarts_the_file(tmp_path):
     log_path = tmp_path / "screen.csv"
-    log_path.write_text("file,frame,pati", encoding="utf-8")
+    log_path.write_text("file,frame,row_kind,sta", encoding="utf-8")
     assert ScreeningCsv.completed(log_path) == set()
     with ScreeningCsv(log_path) as log:
         log.write_result(knee_result(knee_files(1)[0], 0.5))
