@@ -323,7 +323,7 @@ class ScreeningCsv:
         self._append_fields({"file": file_name, "frame": frame_text, "row_kind": "image", "status": "skipped",
                              "error": _one_line(reason) or "skipped"})
 
-    def write_study(self, folder: str | os.PathLike[str], identifiers: dict[str, str], model: ModelInfo,
+    def write_study(self, folder: str | os.PathLike[str], identifiers: dict[str, str], model: ModelInfo | None,
                     probability: float | None, threshold: float | None, operating_point: str, finding: str,
                     error_message: str = "") -> None:
         """Append one study-level row (``row_kind`` ``study``) for a series and force it to disk.
@@ -334,8 +334,8 @@ class ScreeningCsv:
             The folder holding the series (written in ``file``; ``frame`` stays empty).
         identifiers : dict of str to str
             ``patient_id``, ``study_uid``, ``series_uid``, ``modality`` (missing keys are left empty).
-        model : ModelInfo
-            The model whose slice results were combined.
+        model : ModelInfo or None
+            The model whose slice results were combined (``None`` when no slice was scored).
         probability, threshold : float or None
             Study score and the study rule's threshold, in [0, 1]; ``None`` with ``error_message``.
         operating_point : str
