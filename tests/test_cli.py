@@ -136,14 +136,42 @@ def test_screen_writes_the_csv_and_resumes(knee_png, stir, tmp_path, capsys):
     (folder / "cut.png").write_bytes(knee_png.read_bytes()[:300])
     csv_path = tmp_path / "screen.csv"
     argv = ["screen", str(folder), "--csv", str(csv_path), "--model", TINY_PACK_ID]
-    assert cli.main(argv) == 0
-    out = capsys.readouterr().out
-    assert "4 image(s) found, 3 analysed, 1 error(s), 0 already in the CSV" in out
+    assert cli.main(argv) == 3                                  # finished, but a file failed
+    captured = capsys.readouterr()
+    assert ("4 image(s) found, 3 analysed, 1 error(s), 0 not an image, 1 study row(s) (0 without result), "
+            "0 already in the CSV") in captured.out
+    assert "1 file(s) and 0 series could not be analysed" in captured.err
     rows = ScreeningCsv.read_rows(csv_path)
-    assert len(rows) == 4 and sum(bool(row["error"]) for row in rows) == 1
-    assert cli.main(argv) == 0
-    assert "0 analysed, 0 error(s), 4 already in the CSV" in capsys.readouterr().out
-    assert len(ScreeningCsv.read_rows(csv_path)) == 4
+    assert len(rows) == 5 and sum(bool(row["error"]) for row in rows) == 1
+    study = [row for row in rows if row["row_kind"] == "study"]
+    assert len(study) == 1 and study[0]["status"] == "result" and study[0]["operating_point"] == "study"
+    assert cli.main(argv) == 3                                  # the error row still stands (not retried)
+    assert ("0 analysed, 0 error(s), 0 not an image, 0 study row(s) (0 without result), 4 already in the CSV "
+            "(skipped, 1 of them errors)") in capsys.readouterr().out
+    assert len(ScreeningCsv.read_rows(csv_path)) == 5
+    (folder / "cut.png").write_bytes(knee_png.read_bytes())     # repaired: --retry-errors analyses it again
+    assert cli.main([*argv, "--retry-errors"]) == 0
+    assert "1 analysed, 0 error(s)" in capsys.readouterr().out
+    assert ScreeningCsv.completed(csv_path, include_errors=False) == ScreeningCsv.completed(csv_path)
+
+
+def test_screen_of_a_folder_without_images_is_an_error(tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("no image here")
+    csv_path = tmp_path / "screen.csv"
+    assert cli.main(["screen", str(empty), "--csv", str(csv_path), "--model", TINY_PACK_ID]) == 2
+    err = capsys.readouterr().err
+    assert "no image found here" in err and str(empty) in err and "1 ignored by name" in err
+    assert not csv_path.exists()
+
+
+def test_screen_help_documents_the_exit_status(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["screen", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "exit status: 0 every image analysed" in text and "3 finished, but some files" in text
+    assert "--retry-errors" in text
 
 
 # ------------------------------------------------------------------------------------------- models
