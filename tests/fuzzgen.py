@@ -121,11 +121,20 @@ def _truncate(content: bytes, rng: random.Random) -> bytes:
 
 
 def _native(path: Path) -> bool:
+    """Native pixel data of exactly the length its header gives (a lie about the size must be a lie)."""
+    from pydicom.pixels.utils import get_expected_length
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        header = pydicom.dcmread(path, stop_before_pixels=True, force=True)
-    uid = getattr(header, "file_meta", Dataset()).get("TransferSyntaxUID")
-    return uid is None or not pydicom.uid.UID(str(uid)).is_compressed
+        dataset = pydicom.dcmread(path, force=True)
+        uid = getattr(dataset, "file_meta", Dataset()).get("TransferSyntaxUID")
+        if uid is not None and pydicom.uid.UID(str(uid)).is_compressed or "PixelData" not in dataset:
+            return False
+        try:
+            expected = get_expected_length(dataset, "bytes")
+        except Exception:  # noqa: BLE001
+            return False
+        return len(dataset.PixelData) in (expected, expected + 1)
 
 
 def _dicom_mutation(kind: str, path: Path, rng: random.Random) -> bytes:

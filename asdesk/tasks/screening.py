@@ -85,6 +85,9 @@ class ScreeningSummary:
         Study-level rows written in this run.
     n_study_errors : int
         Of those, rows without a study result (a slice failed, or the model is gone).
+    n_files : int
+        Image rows the folder needs: one per visited file (one per frame of a multi-frame file), images,
+        broken files and non-images alike.
     """
 
     n_done: int
@@ -101,6 +104,7 @@ class ScreeningSummary:
     n_errors_before: int = 0
     n_study_rows: int = 0
     n_study_errors: int = 0
+    n_files: int = 0
 
     @property
     def failed(self) -> bool:
@@ -288,6 +292,7 @@ def screen_folder(
         csv_path=Path(csv_path),
         elapsed_s=0.0,
         n_found=found.n_images,
+        n_files=len(items),
         n_ignored=found.ignored,
         n_errors_before=sum(
             1 for item in items
