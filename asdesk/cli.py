@@ -35,6 +35,7 @@ EXIT_ERROR = 2
 EXIT_REFUSED = 3
 """``asdesk analyze``: at least one image was refused (outside what its model was validated for)."""
 EXIT_INTERRUPTED = 130
+EXIT_SOME_FAILED = 3  # asdesk screen: finished, but some files have error rows
 
 SAMPLE_MODEL_ID = "knee-xray-oa"
 """The pack the bundled sample (a knee radiograph) is analysed with when it is installed."""
@@ -175,7 +176,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="screen a folder into a CSV (resumable)",
         description=(
             "Analyse every image under FOLDER (DICOM series and image files) and append one CSV row "
-            "per image as it goes. Run the same command again to resume an interrupted run."
+            "per file as it goes: a result, an error, or 'skipped: not an image (...)'; a DICOM series "
+            "also gets a study row (row_kind 'study') by its model card's study rule. Run the same "
+            "command again to resume an interrupted run (files with an error row are not retried unless "
+            "--retry-errors). One process at a time may write a CSV."
+        ),
+        epilog=(
+            "exit status: 0 every image analysed (files that hold no image are listed as skipped); "
+            "3 finished, but some files (or series) have error rows in the CSV; 2 nothing screened (no "
+            "image in FOLDER, bad path, CSV in use by another process, unknown model); 130 interrupted "
+            "(resume by running the same command)"
         ),
     )
     screen.add_argument("folder", metavar="FOLDER", type=Path)
@@ -192,6 +202,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="decision threshold to use (default: the model card's)",
     )
     screen.add_argument("--batch-size", type=int, default=16, help="images classified together (default 16)")
+    screen.add_argument(
+        "--retry-errors",
+        action="store_true",
+        help="analyse again the files whose row in the CSV is an error (default: a resumed run skips them)",
+    )
     screen.set_defaults(handler=command_screen)
 
     from asdesk.training.arguments import add_evaluate_arguments, add_train_arguments
@@ -598,6 +613,7 @@ def command_screen(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             progress=_progress(args),
             engines=_engines(),
+            retry_errors=args.retry_errors,
         )
     except ScreeningCancelledError as cancelled:
         summary = cancelled.summary
@@ -608,8 +624,11 @@ def command_screen(args: argparse.Namespace) -> int:
         )
         return EXIT_INTERRUPTED
     print(
-        f"screened {args.folder}: {summary.n_found} image(s) found, {summary.n_done} analysed, "
-        f"{summary.n_errors} error(s), {summary.n_skipped_resumed} already in the CSV (skipped), "
+        f"screened {args.folder}: {summary.n_files} file(s) or frame(s), {summary.n_found} image(s) found, "
+        f"{summary.n_done} analysed, "
+        f"{summary.n_errors} error(s), {summary.n_not_images} not an image, {summary.n_study_rows} study "
+        f"row(s) ({summary.n_study_errors} without result), {summary.n_skipped_resumed} already in the CSV "
+        f"(skipped{f', {summary.n_errors_before} of them errors' if summary.n_errors_before else ''}), "
         f"in {summary.elapsed_s:.1f} s ({summary.images_per_second:.1f} images/s)"
     )
     print(f"CSV: {summary.csv_path}")
@@ -620,6 +639,13 @@ def command_screen(args: argparse.Namespace) -> int:
     if summary.cancelled:
         print("asdesk: cancelled; run the same command to resume", file=sys.stderr)
         return EXIT_INTERRUPTED
+    if summary.failed:
+        print(
+            f"asdesk: {summary.n_errors + summary.n_errors_before} file(s) and {summary.n_study_errors} series "
+            f"could not be analysed: see the 'error' column of {summary.csv_path}",
+            file=sys.stderr,
+        )
+        return EXIT_SOME_FAILED
     return EXIT_OK
 
 
@@ -758,7 +784,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns
     -------
     int
-        Exit status: 0 success, 1 unexpected internal error, 2 an error the user can fix (bad path, no
+        Exit status: 0 success, 3 ``screen`` finished but some files have error rows, 1 unexpected
+        internal error, 2 an error the user can fix (bad path, no
         model, bad arguments), 130 interrupted.
     """
     parser = build_parser()

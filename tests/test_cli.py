@@ -138,14 +138,84 @@ def test_screen_writes_the_csv_and_resumes(knee_png, stir, tmp_path, capsys):
     (folder / "cut.png").write_bytes(knee_png.read_bytes()[:300])
     csv_path = tmp_path / "screen.csv"
     argv = ["screen", str(folder), "--csv", str(csv_path), "--model", TINY_PACK_ID]
-    assert cli.main(argv) == 0
-    out = capsys.readouterr().out
-    assert "4 image(s) found, 3 analysed, 1 error(s), 0 already in the CSV" in out
+    assert cli.main(argv) == 3                                  # finished, but a file failed
+    captured = capsys.readouterr()
+    assert ("4 file(s) or frame(s), 4 image(s) found, 3 analysed, 1 error(s), 0 not an image, 1 study row(s) "
+            "(0 without result), 0 already in the CSV") in captured.out
+    assert "1 file(s) and 0 series could not be analysed" in captured.err
     rows = ScreeningCsv.read_rows(csv_path)
-    assert len(rows) == 4 and sum(bool(row["error"]) for row in rows) == 1
-    assert cli.main(argv) == 0
-    assert "0 analysed, 0 error(s), 4 already in the CSV" in capsys.readouterr().out
-    assert len(ScreeningCsv.read_rows(csv_path)) == 4
+    assert len(rows) == 5 and sum(bool(row["error"]) for row in rows) == 1
+    study = [row for row in rows if row["row_kind"] == "study"]
+    assert len(study) == 1 and study[0]["status"] == "result" and study[0]["operating_point"] == "study"
+    assert cli.main(argv) == 3                                  # the error row still stands (not retried)
+    assert ("0 analysed, 0 error(s), 0 not an image, 0 study row(s) (0 without result), 4 already in the CSV "
+            "(skipped, 1 of them errors)") in capsys.readouterr().out
+    assert len(ScreeningCsv.read_rows(csv_path)) == 5
+    (folder / "cut.png").write_bytes(knee_png.read_bytes())     # repaired: --retry-errors analyses it again
+    assert cli.main([*argv, "--retry-errors"]) == 0
+    assert "1 analysed, 0 error(s)" in capsys.readouterr().out
+    assert ScreeningCsv.completed(csv_path, include_errors=False) == ScreeningCsv.completed(csv_path)
+
+
+def _pydicom_folders() -> list[Path]:
+    import pydicom.data
+    from pydicom.data import get_testdata_file
+
+    folders = [Path(pydicom.data.__file__).parent / "test_files"]
+    rg = get_testdata_file("RG1_UNCR.dcm")
+    if rg:
+        folders.append(Path(str(rg)).parent)
+    return folders
+
+
+@pytest.mark.parametrize("which", [0, 1], ids=["pydicom-test-files", "pydicom-data"])
+def test_screen_of_pydicom_test_files_gives_every_file_a_row(which, tmp_path, capsys):
+    """Every file the walk visits (hundreds of odd DICOM objects) has exactly one row per frame, and the
+    summary line and exit status agree with the CSV."""
+    from asdesk.io.discover import discover_all
+
+    folders = _pydicom_folders()
+    if which >= len(folders):
+        pytest.skip("pydicom-data files are not installed")
+    folder = folders[which]
+    csv_path = tmp_path / "pydicom.csv"
+    status = cli.main(["screen", str(folder), "--csv", str(csv_path), "--model", TINY_PACK_ID, "--batch-size", "64"])
+    out = capsys.readouterr().out
+    rows = ScreeningCsv.read_rows(csv_path)
+    images = [row for row in rows if row["row_kind"] == "image"]
+    keys = [(row["file"], row["frame"]) for row in images]
+    found = discover_all(folder)
+    assert len(keys) == len(set(keys)) == len(found.items)       # every visited file (frame) one row
+    visited = {str(item.path) for item in found.items}
+    assert {row["file"] for row in images} == visited
+    counts = {s: sum(row["status"] == s for row in images) for s in ("result", "error", "skipped")}
+    studies = [row for row in rows if row["row_kind"] == "study"]
+    assert (f"{len(found.items)} file(s) or frame(s), {found.n_images} image(s) found, {counts['result']} analysed, "
+            f"{counts['error']} error(s), {counts['skipped']} not an image, {len(studies)} study row(s)") in out
+    assert status == (3 if counts["error"] or any(r["status"] == "error" for r in studies) else 0)
+    assert counts["result"] > 0
+    for row in images:
+        if row["status"] == "error":
+            assert row["file"] in row["error"] or Path(row["file"]).name in row["error"]
+
+
+def test_screen_of_a_folder_without_images_is_an_error(tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("no image here")
+    csv_path = tmp_path / "screen.csv"
+    assert cli.main(["screen", str(empty), "--csv", str(csv_path), "--model", TINY_PACK_ID]) == 2
+    err = capsys.readouterr().err
+    assert "no image found here" in err and str(empty) in err and "1 ignored by name" in err
+    assert not csv_path.exists()
+
+
+def test_screen_help_documents_the_exit_status(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["screen", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "exit status: 0 every image analysed" in text and "3 finished, but some files" in text
+    assert "--retry-errors" in text
 
 
 # ------------------------------------------------------------------------------------------- models

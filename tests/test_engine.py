@@ -7,6 +7,7 @@ import json
 import logging
 import math
 import shutil
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -170,7 +171,8 @@ def test_a_spot_comes_back_to_its_image_position_through_crop_pad_and_resize():
     spot = (200, 70)
     pixels[spot[0] - 2:spot[0] + 3, spot[1] - 2:spot[1] + 3] = 1000.0
     pixels[0, 0] = 1.0  # a non-flat background
-    record = ImageRecord(pixels, pixels / 1000.0, ImageMetadata(source=Path("spot.dcm"), pixel_spacing_mm=(0.5, 0.5)))
+    meta = ImageMetadata(source=Path("spot.dcm"), pixel_spacing_mm=(0.5, 0.5))
+    record = ImageRecord(pixels, pixels / 1000.0, meta)
     pipeline = build_pipeline([{"name": "window", "mode": "display"},
                                {"name": "crop_mm", "height_mm": 120.0, "width_mm": 120.0},
                                {"name": "resize", "height": 64, "width": 64, "mode": "pad"},

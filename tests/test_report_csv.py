@@ -22,6 +22,9 @@ from conftest import SHARED_DATA, requires_shared
 
 from asdesk.core import AnalysisResult, AsdeskError, ImageMetadata, ImageRecord, ModelInfo, Prediction
 from asdesk.report import SCREENING_COLUMNS, ReportWriteError, ScreeningCsv
+from asdesk.report.csvlog import LEGACY_COLUMNS, CsvLockedError
+
+REPO = Path(__file__).resolve().parents[1]
 
 DATA = SHARED_DATA
 KNEE_DIR = DATA / "knee-xray-kl" / "val" / "2"
@@ -139,7 +142,7 @@ def test_error_rows_count_as_done_unless_retrying_errors(tmp_path):
     assert ScreeningCsv.key(bad, None) in ScreeningCsv.completed(log_path, include_errors=False)
 
 
-def test_a_truncated_last_line_is_skipped_and_the_next_row_starts_on_a_new_line(tmp_path):
+def test_a_truncated_last_line_is_skipped_and_cut_off_on_resume(tmp_path):
     log_path = tmp_path / "screen.csv"
     first, second, third = knee_files(3)
     with ScreeningCsv(log_path) as log:
@@ -151,8 +154,8 @@ def test_a_truncated_last_line_is_skipped_and_the_next_row_starts_on_a_new_line(
     with ScreeningCsv(log_path) as log:
         log.write_result(knee_result(third, 0.6))
     lines = log_path.read_text(encoding="utf-8").splitlines()
-    assert lines[2].endswith("fedc")                            # the fragment stays, on its own line
-    assert lines[3].startswith(os.path.abspath(third) + ",")
+    assert len(lines) == 3 and second.name not in log_path.read_text(encoding="utf-8")  # the fragment is gone
+    assert lines[2].startswith(os.path.abspath(third) + ",")
     assert ScreeningCsv.completed(log_path) == {ScreeningCsv.key(first, None), ScreeningCsv.key(third, None)}
     assert [Path(r["file"]).name for r in ScreeningCsv.read_rows(log_path)] == [first.name, third.name]
 
@@ -172,7 +175,7 @@ def test_a_row_cut_inside_its_timestamp_is_not_counted(tmp_path):
 
 def test_a_crash_while_writing_the_header_restarts_the_file(tmp_path):
     log_path = tmp_path / "screen.csv"
-    log_path.write_text("file,frame,pati", encoding="utf-8")
+    log_path.write_text("file,frame,row_kind,sta", encoding="utf-8")
     assert ScreeningCsv.completed(log_path) == set()
     with ScreeningCsv(log_path) as log:
         log.write_result(knee_result(knee_files(1)[0], 0.5))
@@ -230,3 +233,57 @@ def test_the_csv_log_does_not_load_qt():
                                cwd=Path(__file__).resolve().parents[1])
     assert completed.returncode == 0, completed.stderr
     assert completed.stdout.strip() == "[]"
+
+
+def test_a_second_writer_is_refused_while_the_first_holds_the_csv(tmp_path):
+    log_path = tmp_path / "screen.csv"
+    first, second = knee_files(2)
+    code = ("import sys; from asdesk.report import ScreeningCsv\n"
+            "try:\n    ScreeningCsv(sys.argv[1])\nexcept Exception as e:\n    print(type(e).__name__, e)\n"
+            "else:\n    print('opened')\n")
+    with ScreeningCsv(log_path) as log:
+        log.write_result(knee_result(first, 0.3))
+        other = subprocess.run([sys.executable, "-c", code, str(log_path)], capture_output=True, text=True,
+                               timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
+        assert other.stdout.startswith("CsvLockedError"), other.stdout + other.stderr
+        assert "another asdesk screening" in other.stdout and str(log_path) in other.stdout
+        with pytest.raises(CsvLockedError):                          # a second writer in this process too
+            ScreeningCsv(log_path)
+        log.write_result(knee_result(second, 0.4))
+    assert len(ScreeningCsv.read_rows(log_path)) == 2               # nothing written twice
+    after = subprocess.run([sys.executable, "-c", code, str(log_path)], capture_output=True, text=True,
+                           timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert after.stdout.strip() == "opened"                          # released on close
+
+
+def test_skipped_and_study_rows_carry_their_kind_and_status(tmp_path):
+    log_path = tmp_path / "screen.csv"
+    image, other = knee_files(2)
+    with ScreeningCsv(log_path) as log:
+        log.write_result(knee_result(image, 0.3))
+        log.write_skipped(other, "skipped: not an image (Basic Text SR Storage)")
+        log.write_study(tmp_path, {"series_uid": "1.2.3", "modality": "MR"}, TEST_MODEL, 0.61, 0.5, "study",
+                        "positive (TEST)")
+    rows = ScreeningCsv.read_rows(log_path)
+    assert [(r["row_kind"], r["status"]) for r in rows] == [("image", "result"), ("image", "skipped"),
+                                                             ("study", "result")]
+    assert rows[1]["error"].startswith("skipped: not an image") and rows[1]["probability"] == ""
+    assert rows[2]["probability"] == "0.610000" and rows[2]["series_uid"] == "1.2.3"
+    assert ScreeningCsv.completed(log_path, include_errors=False) == {ScreeningCsv.key(image, None),
+                                                                      ScreeningCsv.key(other, None)}
+    assert ScreeningCsv.completed_studies(log_path) == {("1.2.3", TEST_MODEL.pack_id)}
+
+
+def test_a_legacy_csv_is_read_and_appended_in_its_own_format(tmp_path):
+    log_path = tmp_path / "old.csv"
+    first, second = knee_files(2)
+    legacy = [os.path.abspath(first), "", "", "", "", "", "p", "1", "ab", "0.2", "0.5", "balanced",
+              "neg", "", "2024-01-01T00:00:00+00:00"]
+    with open(log_path, "w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle, lineterminator="\n").writerows([list(LEGACY_COLUMNS), legacy])
+    with ScreeningCsv(log_path) as log:
+        log.write_error(second, None, "broken", None)
+    rows = read_csv(log_path)
+    assert rows[0] == list(LEGACY_COLUMNS) and all(len(r) == len(LEGACY_COLUMNS) for r in rows)
+    parsed = ScreeningCsv.read_rows(log_path)
+    assert [(r["row_kind"], r["status"]) for r in parsed] == [("image", "result"), ("image", "error")]

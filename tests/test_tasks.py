@@ -255,8 +255,14 @@ def test_screen_writes_a_row_per_image_and_an_error_row_per_bad_file(screen_dir,
     )
     assert (summary.n_done, summary.n_errors, summary.n_skipped_resumed) == (EXPECTED_RESULTS, EXPECTED_ERRORS, 0)
     assert summary.n_found == EXPECTED_RESULTS + EXPECTED_ERRORS and not summary.cancelled
-    table = ScreeningCsv.read_rows(csv_path)
+    everything = ScreeningCsv.read_rows(csv_path)
+    table = [row for row in everything if row["row_kind"] == "image"]
     assert len(table) == EXPECTED_RESULTS + EXPECTED_ERRORS
+    # the STIR series (3 good slices + 1 truncated) gets one study row, an error: a slice is missing
+    studies = [row for row in everything if row["row_kind"] == "study"]
+    assert len(studies) == 1 and studies[0]["status"] == "error" and studies[0]["probability"] == ""
+    assert "1 of the 4 slices" in studies[0]["error"] and studies[0]["file"] == str(screen_dir / "mri")
+    assert summary.n_study_rows == 1 and summary.n_study_errors == 1 and summary.failed
     errors = {Path(row["file"]).name: row["error"] for row in table if row["error"]}
     assert set(errors) == {"broken.png", "I4000000"}
     assert all(row["model_id"] == TINY_PACK_ID and row["model_sha256"] for row in table)
@@ -278,7 +284,8 @@ def test_screen_writes_a_row_per_image_and_an_error_row_per_bad_file(screen_dir,
     # resume: a second run adds nothing
     again = screen_folder(screen_dir, csv_path, model_id=TINY_PACK_ID, engines=engines)
     assert (again.n_done, again.n_errors, again.n_skipped_resumed) == (0, 0, EXPECTED_RESULTS + EXPECTED_ERRORS)
-    assert len(ScreeningCsv.read_rows(csv_path)) == EXPECTED_RESULTS + EXPECTED_ERRORS
+    assert len(ScreeningCsv.read_rows(csv_path)) == EXPECTED_RESULTS + EXPECTED_ERRORS + 1
+    assert again.n_study_rows == 0 and again.n_errors_before == EXPECTED_ERRORS and again.failed
 
 
 def test_cancel_mid_screen_keeps_finished_rows_and_resume_completes(screen_dir, tmp_path, engines):
@@ -307,8 +314,9 @@ def test_cancel_mid_screen_keeps_finished_rows_and_resume_completes(screen_dir, 
     assert resumed.n_skipped_resumed == 3
     assert resumed.n_done + resumed.n_errors == EXPECTED_RESULTS + EXPECTED_ERRORS - 3
     table = ScreeningCsv.read_rows(csv_path)
-    keys = [(row["file"], row["frame"]) for row in table]
+    keys = [(row["file"], row["frame"]) for row in table if row["row_kind"] == "image"]
     assert len(keys) == len(set(keys)) == EXPECTED_RESULTS + EXPECTED_ERRORS
+    assert [row["row_kind"] for row in table].count("study") == 1
 
 
 def test_screen_without_model_routes_per_image_and_flags_unmatched(screen_dir, tiny_pack, tmp_path):
@@ -329,7 +337,7 @@ def test_screen_without_model_routes_per_image_and_flags_unmatched(screen_dir, t
     knee_rows = [row for row in table if row["file"].endswith(".png") and "broken" not in row["file"]]
     assert knee_rows and all("no installed model pack was made for" in row["error"] for row in knee_rows)
     assert summary.n_done == 3  # the three readable STIR files
-    assert summary.n_errors == len(table) - 3
+    assert summary.n_errors == len(table) - 3 - 1  # the STIR series' study row (a slice failed) is no file
 
 
 def test_screen_writes_one_pdf_per_image(tmp_path, knee_files, engines):

@@ -18,8 +18,9 @@ from pathlib import Path
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
+from pydicom.encaps import parse_fragments
 from pydicom.pixels import apply_color_lut, get_decoder, pixel_array
-from pydicom.pixels.utils import get_expected_length, get_nr_frames
+from pydicom.pixels.utils import get_expected_length
 from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from asdesk.core.errors import (
@@ -33,6 +34,7 @@ from asdesk.core.errors import (
 from asdesk.core.records import ImageRecord
 from asdesk.io.dicom_meta import build_metadata, frame_dataset
 from asdesk.io.grayscale import display_values, modality_values
+from asdesk.io.sanity import MAX_FRAMES, check_pixel_count, check_values, describe, must_propagate
 
 logger = logging.getLogger(__name__)
 
@@ -155,7 +157,9 @@ def read_header(path: str | Path) -> Dataset:
     _check_not_empty(path)
     try:
         dataset, _ = _parse(path, stop_before_pixels=True)
-    except Exception as error:  # noqa: BLE001 - pydicom raises many types on bad input
+    except BaseException as error:  # noqa: BLE001 - pydicom raises many types on bad input
+        if must_propagate(error):
+            raise
         raise NotAnImageError(
             path, f"cannot be parsed as DICOM ({type(error).__name__}); is it really a DICOM file?"
         ) from error
@@ -200,7 +204,9 @@ def load_dataset(path: str | Path) -> Dataset:
         ) from error
     except OSError as error:
         raise ReadError(path, f"the file cannot be opened ({error.strerror or error})") from error
-    except Exception as error:  # noqa: BLE001
+    except BaseException as error:  # noqa: BLE001
+        if must_propagate(error):
+            raise
         raise DicomDecodeError(
             path, f"the DICOM header cannot be parsed ({type(error).__name__}: {error}); the file is damaged"
         ) from error
@@ -225,9 +231,12 @@ def load_dataset(path: str | Path) -> Dataset:
             f"this {kind or 'DICOM object'} holds no image (no (7FE0,0010) Pixel Data); open an image file",
         )
 
+    frames = check_header(path, dataset)
     transfer_syntax = _ensure_transfer_syntax(dataset)
     _check_decoder(path, transfer_syntax)
-    if not transfer_syntax.is_compressed and "PixelData" in dataset:
+    if "PixelData" not in dataset:
+        return dataset
+    if not transfer_syntax.is_compressed:
         expected = get_expected_length(dataset, "bytes")
         actual = len(dataset.PixelData)
         if actual < expected:
@@ -236,7 +245,125 @@ def load_dataset(path: str | Path) -> Dataset:
                 f"the pixel data has {actual} of the {expected} bytes its header announces: the file ends "
                 "early (an interrupted copy or download); copy it again from its source",
             )
+        if actual > expected + expected % 2 + 1:
+            raise DicomDecodeError(
+                path,
+                f"the pixel data has {actual} bytes but Rows x Columns x frames x samples x bits in the header "
+                f"give {expected}: the header does not describe these pixels (it would be read scrambled); "
+                "re-export the file from the PACS",
+            )
+    elif frames > 1:
+        fragments = _fragment_count(path, dataset)
+        if fragments < frames:
+            raise DicomDecodeError(
+                path,
+                f"the header claims {frames} frames but the compressed pixel data holds only {fragments} "
+                "fragment(s): the header is damaged; re-export the file from the PACS",
+            )
     return dataset
+
+
+def _fragment_count(path: Path, dataset: Dataset) -> int:
+    """Number of fragments of encapsulated pixel data (each frame needs at least one)."""
+    try:
+        data = dataset.PixelData
+        # 8 bytes of Basic Offset Table item header, then its content, then the fragments.
+        offset_length = int.from_bytes(data[4:8], "little")
+        return int(parse_fragments(data[8 + offset_length :])[0])
+    except BaseException as error:  # noqa: BLE001
+        if must_propagate(error):
+            raise
+        raise DicomDecodeError(
+            path, f"the compressed pixel data is not a valid fragment sequence ({describe(error)}); "
+            "the file is damaged"
+        ) from error
+
+
+def _whole_number(path: Path, dataset: Dataset, keyword: str, default: int | None) -> int:
+    """An integer attribute, with a clear error when it is missing or not a whole number."""
+    try:
+        value = dataset.get(keyword)
+    except BaseException as error:  # noqa: BLE001 - pydicom converts lazily and may raise here
+        if must_propagate(error):
+            raise
+        raise DicomDecodeError(path, f"{keyword} cannot be read ({describe(error)}): the header is damaged") from error
+    if value is None or (isinstance(value, str | bytes) and not str(value).strip()):
+        if default is None:
+            raise DicomDecodeError(path, f"the header has no {keyword}: the file is damaged")
+        return default
+    try:
+        number = float(str(value).strip())
+    except ValueError:
+        number = float("nan")
+    if not np.isfinite(number) or number != int(number):
+        raise DicomDecodeError(path, f"{keyword} is {str(value)[:40]!r}, not a whole number: the header is damaged")
+    return int(number)
+
+
+def check_header(path: str | Path, dataset: Dataset) -> int:
+    """Check the image attributes of a DICOM header before any pixel is decoded.
+
+    Parameters
+    ----------
+    path : str or Path
+        The file (named in the errors).
+    dataset : pydicom.dataset.Dataset
+        Its dataset (pixel data not needed).
+
+    Returns
+    -------
+    int
+        The number of frames (1 when Number of Frames is absent).
+
+    Raises
+    ------
+    DicomDecodeError
+        Rows, Columns, Number of Frames, Samples per Pixel, Bits Allocated or Bits Stored missing, not whole
+        numbers or inconsistent (Bits Stored 1 with Bits Allocated above 1; Bits Stored above Bits
+        Allocated); more than :data:`~asdesk.io.sanity.MAX_FRAMES` frames; a non-finite or zero Rescale
+        Slope, or a non-finite Rescale Intercept.
+    ReadError
+        More than :data:`~asdesk.io.sanity.MAX_FRAME_PIXELS` pixels per frame (nothing is decoded).
+    """
+    path = Path(path)
+    rows = _whole_number(path, dataset, "Rows", None)
+    columns = _whole_number(path, dataset, "Columns", None)
+    check_pixel_count(path, columns, rows, "the DICOM header (Rows, Columns)")
+    frames = _whole_number(path, dataset, "NumberOfFrames", 1)
+    if not 1 <= frames <= MAX_FRAMES:
+        raise DicomDecodeError(
+            path, f"the header claims {frames} frames (accepted: 1 to {MAX_FRAMES}): the header is damaged"
+        )
+    samples = _whole_number(path, dataset, "SamplesPerPixel", 1)
+    if samples not in (1, 3, 4):
+        raise DicomDecodeError(path, f"Samples per Pixel is {samples} (1 or 3 expected): the header is damaged")
+    if "PixelData" in dataset or "BitsAllocated" in dataset:
+        allocated = _whole_number(path, dataset, "BitsAllocated", None)
+        stored = _whole_number(path, dataset, "BitsStored", allocated)
+        if allocated not in (1, 8, 16, 32, 64):
+            raise DicomDecodeError(path, f"Bits Allocated is {allocated}: the header is damaged")
+        if not 1 <= stored <= allocated or (stored == 1 and allocated > 1):
+            raise DicomDecodeError(
+                path,
+                f"Bits Stored is {stored} with Bits Allocated {allocated}: the header is inconsistent (the "
+                "image would be read as blank); re-export the file from the PACS",
+            )
+    for keyword in ("RescaleSlope", "RescaleIntercept"):
+        if keyword not in dataset:
+            continue
+        try:
+            value = float(dataset.get(keyword))
+        except BaseException as error:  # noqa: BLE001
+            if must_propagate(error):
+                raise
+            raise DicomDecodeError(path, f"{keyword} cannot be read as a number: the header is damaged") from error
+        if not np.isfinite(value) or (keyword == "RescaleSlope" and value == 0.0):
+            raise DicomDecodeError(
+                path,
+                f"{keyword} is {value!r}: the modality LUT would give a blank or non-finite image; the header "
+                "is damaged",
+            )
+    return frames
 
 
 def _check_decoder(path: Path, transfer_syntax: UID) -> None:
@@ -268,6 +395,8 @@ def _decode(path: Path, dataset: Dataset, index: int | None) -> np.ndarray:
     name = UID(str(dataset.file_meta.TransferSyntaxUID)).name
     try:
         return pixel_array(dataset, index=index)
+    except (KeyboardInterrupt, SystemExit, GeneratorExit):
+        raise
     except ValueError as error:
         if "less than expected" in str(error):
             raise TruncatedFileError(
@@ -277,7 +406,9 @@ def _decode(path: Path, dataset: Dataset, index: int | None) -> np.ndarray:
             path, f"the '{name}' pixel data cannot be decoded ({_one_line(error)}); the file may be damaged: "
             "re-export it from the PACS"
         ) from error
-    except Exception as error:  # noqa: BLE001 - decoder plugins raise RuntimeError, IndexError, ...
+    except BaseException as error:  # noqa: BLE001 - decoder plugins raise RuntimeError, panics, ...
+        if must_propagate(error):
+            raise
         raise DicomDecodeError(
             path,
             f"the '{name}' pixel data cannot be decoded ({type(error).__name__}: {_one_line(error)}); "
@@ -303,6 +434,11 @@ def _frame_record(
     else:
         pixels = modality_values(stored, frame)
         display = display_values(pixels, frame)
+    if pixels.ndim not in (2, 3) or (pixels.ndim == 3 and pixels.shape[2] != 3):
+        raise DicomDecodeError(
+            path, f"the decoded frame has shape {pixels.shape}, not (H, W) or (H, W, 3): the header is damaged"
+        )
+    check_values(path, pixels, display, "the modality LUT / rescale")
     metadata = build_metadata(path, dataset, frame, index if multi_frame else None)
     return ImageRecord(pixels=pixels, display=display, metadata=metadata)
 
@@ -315,17 +451,17 @@ def _read(path: str | Path, which: int | None) -> list[ImageRecord]:
             return _read_records(path, which)
     except ReadError:
         raise
-    except MemoryError:
-        raise
-    except Exception as error:  # noqa: BLE001 - never let a raw pydicom/numpy error escape
+    except BaseException as error:  # noqa: BLE001 - never let a raw pydicom/numpy/decoder error escape
+        if must_propagate(error):
+            raise
         raise DicomDecodeError(
-            path, f"the image cannot be built from this DICOM file ({type(error).__name__}: {error})"
+            path, f"the image cannot be built from this DICOM file ({describe(error)})"
         ) from error
 
 
 def _read_records(path: Path, which: int | None) -> list[ImageRecord]:
     dataset = load_dataset(path)
-    frames = get_nr_frames(dataset, warn=False)
+    frames = check_header(path, dataset)
     multi_frame = frames > 1
     if which is None:
         stored = _decode(path, dataset, None)

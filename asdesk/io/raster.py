@@ -8,14 +8,18 @@ orientation); bytes are read by numpy so that non-ASCII Windows paths work.
 
 from __future__ import annotations
 
+import io
+import warnings
 from pathlib import Path
 
 import cv2
 import numpy as np
+from PIL import Image
 
 from asdesk.core.errors import NotAnImageError, ReadError, TruncatedFileError
 from asdesk.core.records import ImageMetadata, ImageRecord
 from asdesk.io.detect import raster_format
+from asdesk.io.sanity import MAX_FRAME_PIXELS, check_pixel_count, check_values, describe, must_propagate
 
 _TAIL_BYTES = 1 << 16
 
@@ -28,6 +32,73 @@ def _check_complete(path: Path, content: np.ndarray, fmt: str) -> None:
     if fmt == "JPEG" and b"\xff\xd9" not in tail:
         raise TruncatedFileError(
             path, "the JPEG file has no end-of-image marker: it ends early; copy it again"
+        )
+
+
+def header_size(path: Path, content: bytes, fmt: str) -> tuple[int, int]:
+    """(width, height) from a raster file's header, read by Pillow without decoding any pixel.
+
+    Parameters
+    ----------
+    path : Path
+        The file (named in errors).
+    content : bytes
+        Its bytes.
+    fmt : str
+        Its format (``"PNG"``, ``"JPEG"``, ``"TIFF"``, ``"BMP"``).
+
+    Returns
+    -------
+    tuple of int
+        Width and height in pixels, checked against :data:`~asdesk.io.sanity.MAX_FRAME_PIXELS`.
+
+    Raises
+    ------
+    NotAnImageError
+        Pillow cannot read the header.
+    ReadError
+        The size is implausible.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Pillow's DecompressionBombWarning: our own limit decides
+            with Image.open(io.BytesIO(content)) as image:  # reads the header only
+                width, height = image.size
+    except Image.DecompressionBombError:
+        raise ReadError(path, f"the {fmt} header announces more than the limit of {MAX_FRAME_PIXELS:,} pixels per "
+                              "image (a decompression bomb?); it was not decoded") from None
+    except BaseException as error:  # noqa: BLE001 - Pillow raises many types on damaged headers
+        if must_propagate(error):
+            raise
+        raise NotAnImageError(path, f"the {fmt} header cannot be read ({describe(error)}); the file is damaged: "
+                                    "copy it again or re-export it") from error
+    check_pixel_count(path, int(width), int(height), f"the {fmt} header")
+    if fmt == "PNG":
+        _check_png_data(path, content, int(width), int(height))
+    return int(width), int(height)
+
+
+def _check_png_data(path: Path, content: bytes, width: int, height: int) -> None:
+    """A PNG's compressed data cannot be much larger than the raw image its IHDR announces."""
+    position, idat = 8, 0
+    bit_depth = color_type = 0
+    while position + 8 <= len(content):
+        length = int.from_bytes(content[position : position + 4], "big")
+        chunk = content[position + 4 : position + 8]
+        if chunk == b"IHDR" and length >= 10:
+            bit_depth, color_type = content[position + 16], content[position + 17]
+        elif chunk == b"IDAT":
+            idat += length
+        elif chunk == b"IEND":
+            break
+        position += 12 + length
+    channels = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}.get(color_type, 4)
+    raw = height * (1 + (width * channels * max(bit_depth, 1) + 7) // 8)
+    if idat > 2 * raw + 4096:
+        raise ReadError(
+            path,
+            f"the PNG header says {width} x {height} pixels but the file holds {idat:,} bytes of image data, "
+            f"more than such an image can need ({raw:,} bytes uncompressed): the header is damaged",
         )
 
 
@@ -66,9 +137,13 @@ def read_raster(path: str | Path) -> ImageRecord:
     Raises
     ------
     NotAnImageError
-        Empty file, no supported signature, or a file OpenCV cannot decode.
+        Empty file, no supported signature, a header Pillow cannot read, or a file OpenCV cannot decode.
     TruncatedFileError
         A PNG without IEND or a JPEG without an end-of-image marker.
+    ReadError
+        A header announcing more than :data:`~asdesk.io.sanity.MAX_FRAME_PIXELS` pixels (checked before
+        decoding), PNG image data larger than its header's size allows, a decoded size that differs from the
+        header's, non-finite values or a flat (blank) image.
     """
     path = Path(path)
     try:
@@ -83,9 +158,12 @@ def read_raster(path: str | Path) -> ImageRecord:
             path, "not a PNG, JPEG, TIFF or BMP image (unknown file signature); open a DICOM or image file"
         )
     _check_complete(path, content, fmt)
+    width, height = header_size(path, content.tobytes(), fmt)
     try:
         image = cv2.imdecode(content, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
-    except cv2.error:
+    except BaseException as error:  # noqa: BLE001 - cv2.error, or anything a native codec raises
+        if must_propagate(error):
+            raise
         image = None
     if image is None or image.size == 0:
         raise NotAnImageError(path, f"the {fmt} data cannot be decoded; the file is damaged or uses an "
@@ -98,6 +176,9 @@ def read_raster(path: str | Path) -> ImageRecord:
             np.array_equal(image[:, :, 0], image[:, :, 1]) and np.array_equal(image[:, :, 0], image[:, :, 2])
         ):
             image = image[:, :, 0]
+    if image.shape[:2] != (height, width) and image.shape[:2] != (width, height):  # EXIF may rotate
+        raise ReadError(path, f"the {fmt} header says {width} x {height} pixels but {image.shape[1]} x "
+                              f"{image.shape[0]} were decoded: the file is damaged")
     dtype = image.dtype
     pixels = np.ascontiguousarray(image, dtype=np.float32)
     metadata = ImageMetadata(
@@ -106,4 +187,6 @@ def read_raster(path: str | Path) -> ImageRecord:
         photometric_interpretation="RGB" if pixels.ndim == 3 else "MONOCHROME2",
         bits_stored=int(dtype.itemsize * 8),
     )
-    return ImageRecord(pixels=pixels, display=_display(pixels, dtype), metadata=metadata)
+    display = _display(pixels, dtype)
+    check_values(path, pixels, display, f"decoding the {fmt} data")
+    return ImageRecord(pixels=pixels, display=display, metadata=metadata)

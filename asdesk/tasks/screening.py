@@ -1,13 +1,17 @@
-"""Screen a folder: analyse every image under it and append one CSV row per image as it goes.
+"""Screen a folder: analyse every image under it and append one CSV row per file as it goes.
 
-The work behind ``asdesk screen`` and the window's "Screen folder…". A bad file never stops the run: it
-gets a row with the error. An interrupted run (crash, power cut, cancel) resumes where it stopped: images
-whose (file, frame) key is already in the CSV are skipped.
+The work behind ``asdesk screen`` and the window's "Screen folder…". Every file the walk visits gets a row:
+a result, an error (a bad file never stops the run, whatever its decoder raises) or "skipped: not an
+image (...)". A DICOM series (several slices with one Series Instance UID) also gets a study-level row by
+its model card's study rule once all its slices have rows. An interrupted run (crash, power cut, cancel)
+resumes where it stopped: files whose (file, frame) key is already in the CSV are skipped, error rows
+included unless ``retry_errors`` is set.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -20,13 +24,16 @@ from asdesk.core import (
     AsdeskError,
     CancelledError,
     CancelToken,
+    EmptySeriesError,
     ImageRecord,
     ModelInfo,
     NullProgress,
     ProgressSink,
     ReadError,
 )
-from asdesk.io import ScanItem, discover, read_item
+from asdesk.io import ScanItem, read_item
+from asdesk.io.discover import discover_all
+from asdesk.io.sanity import describe, must_propagate
 from asdesk.report import ScreeningCsv
 from asdesk.tasks.analysis import analyze_batch
 from asdesk.tasks.engines import EngineCache, default_engines
@@ -69,6 +76,19 @@ class ScreeningSummary:
         PDF reports written (with ``reports_dir``).
     report_errors : list of str
         PDF reports that could not be written (the CSV row was written anyway).
+    n_not_images : int
+        Files that hold no image ("skipped" rows written in this run).
+    n_ignored : int
+        Files not opened because of their name (hidden files, documents, DICOMDIR, ...): no row.
+    n_errors_before : int
+        Files of this folder whose error row was already in the CSV (resumed, not retried).
+    n_study_rows : int
+        Study-level rows written in this run.
+    n_study_errors : int
+        Of those, rows without a study result (a slice failed, or the model is gone).
+    n_files : int
+        Image rows the folder needs: one per visited file (one per frame of a multi-frame file), images,
+        broken files and non-images alike.
     """
 
     n_done: int
@@ -80,6 +100,17 @@ class ScreeningSummary:
     cancelled: bool = False
     reports: list[Path] = field(default_factory=list)
     report_errors: list[str] = field(default_factory=list)
+    n_not_images: int = 0
+    n_ignored: int = 0
+    n_errors_before: int = 0
+    n_study_rows: int = 0
+    n_study_errors: int = 0
+    n_files: int = 0
+
+    @property
+    def failed(self) -> bool:
+        """Whether any file of the folder has an error row (this run's or a resumed one) or a study failed."""
+        return self.n_errors > 0 or self.n_errors_before > 0 or self.n_study_errors > 0
 
     @property
     def images_per_second(self) -> float:
@@ -102,12 +133,15 @@ class ScreeningError:
         What went wrong, as written in the CSV's ``error`` column.
     model : ModelInfo or None
         The model that would have analysed it, when known.
+    status : {"error", "skipped"}
+        ``"skipped"`` for a file that holds no image (``message`` says why).
     """
 
     path: Path
     frame: int | None
     message: str
     model: ModelInfo | None = None
+    status: str = "error"
 
 
 class ScreeningCancelledError(CancelledError):
@@ -156,10 +190,12 @@ def report_name(path: Path, frame: int | None, root: Path) -> str:
     return f"{stem}{'' if frame is None else f'-f{frame}'}.pdf"
 
 
-def _message(error: BaseException) -> str:
-    if isinstance(error, AsdeskError):
+def _message(error: BaseException, path: Path | None = None) -> str:
+    """An error for the CSV: asdesk errors as they are (they name the file), others with the file name."""
+    if isinstance(error, AsdeskError) and (path is None or str(path) in str(error)):
         return str(error)
-    return f"{type(error).__name__}: {error}"
+    text = str(error) if isinstance(error, AsdeskError) else describe(error)
+    return f"{path}: {text}" if path is not None else text
 
 
 def screen_folder(
@@ -173,8 +209,9 @@ def screen_folder(
     cancel: CancelToken | None = None,
     on_row: RowCallback | None = None,
     engines: EngineCache | None = None,
+    retry_errors: bool = False,
 ) -> ScreeningSummary:
-    """Analyse every image under a folder, appending one CSV row per image as soon as it is done.
+    """Analyse every image under a folder, appending one CSV row per file as soon as it is done.
 
     Parameters
     ----------
@@ -202,15 +239,22 @@ def screen_folder(
         row is on disk (the window's results table).
     engines : EngineCache, optional
         Loaded models; default :func:`~asdesk.tasks.engines.default_engines`.
+    retry_errors : bool
+        Analyse again the files whose row in the CSV is an error (default: a resumed run skips them).
 
     Returns
     -------
     ScreeningSummary
+        ``failed`` tells whether any file of the folder has an error row.
 
     Raises
     ------
     ReadError
         ``folder`` does not exist or is not a folder.
+    EmptySeriesError
+        No image (and no broken file) under ``folder``: nothing to screen; no row is written.
+    CsvLockedError
+        Another process is writing ``csv_path``.
     ModelNotFoundError, CardError
         ``model_id`` names no pack, or a broken one (checked before any row is written).
     ReportWriteError
@@ -230,16 +274,31 @@ def screen_folder(
     reports = Path(reports_dir) if reports_dir is not None else None
     if reports is not None:
         reports.mkdir(parents=True, exist_ok=True)
-    items = list(discover(folder, progress=progress, cancel=cancel))
-    done_keys = ScreeningCsv.completed(csv_path)
+    found = discover_all(folder, progress=progress, cancel=cancel)
+    items = found.items
+    if not any(item.kind != "skipped" for item in items):
+        raise EmptySeriesError(
+            folder,
+            f"no image found here ({len(items)} file(s) looked at hold no image, {found.ignored} ignored by "
+            "name); nothing was screened: check the folder",
+        )
+    rows_before = ScreeningCsv.completed(csv_path, include_errors=True)
+    done_keys = rows_before if not retry_errors else ScreeningCsv.completed(csv_path, include_errors=False)
     todo = [item for item in items if ScreeningCsv.key(item.path, item.frame) not in done_keys]
+    errors_before = rows_before - ScreeningCsv.completed(csv_path, include_errors=False)
     summary = ScreeningSummary(
         n_done=0,
         n_skipped_resumed=len(items) - len(todo),
         n_errors=0,
         csv_path=Path(csv_path),
         elapsed_s=0.0,
-        n_found=len(items),
+        n_found=found.n_images,
+        n_files=len(items),
+        n_ignored=found.ignored,
+        n_errors_before=sum(
+            1 for item in items
+            if item not in todo and ScreeningCsv.key(item.path, item.frame) in errors_before
+        ),
     )
     LOGGER.info(
         "screening %s: %d image(s) found, %d already in %s",
@@ -253,12 +312,17 @@ def screen_folder(
         with ScreeningCsv(csv_path) as log:
 
             def write_error(item: ScanItem, message: str, model: ModelInfo | None) -> None:
-                log.write_error(item.path, item.frame, message, model)
-                summary.n_errors += 1
+                if item.kind == "skipped":
+                    log.write_skipped(item.path, message)
+                    summary.n_not_images += 1
+                else:
+                    log.write_error(item.path, item.frame, message, model)
+                    summary.n_errors += 1
                 LOGGER.info("screening: %s: %s", Path(item.path).name, message)
                 sink.advance(1, Path(item.path).name)
                 if on_row is not None:
-                    on_row(ScreeningError(Path(item.path), item.frame, message, model))
+                    on_row(ScreeningError(Path(item.path), item.frame, message, model,
+                                          "skipped" if item.kind == "skipped" else "error"))
 
             def write_result(item: ScanItem, result: AnalysisResult, engine: InferenceEngine) -> None:
                 if reports is not None:
@@ -283,14 +347,18 @@ def screen_folder(
                     write_result,
                     write_error,
                 )
+            if not summary.cancelled:
+                _write_study_rows(log, items, cache, retry_errors, summary)
     finally:
         summary.elapsed_s = time.perf_counter() - started
         sink.finish()
     LOGGER.info(
-        "screening %s: %d done, %d errors, %d skipped (resume) in %.1f s%s",
+        "screening %s: %d done, %d errors, %d not images, %d study rows, %d skipped (resume) in %.1f s%s",
         folder,
         summary.n_done,
         summary.n_errors,
+        summary.n_not_images,
+        summary.n_study_rows,
         summary.n_skipped_resumed,
         summary.elapsed_s,
         " (cancelled)" if summary.cancelled else "",
@@ -313,15 +381,21 @@ def _screen_batch(
     outcomes: list[tuple[str, Any, Any]] = [("pending", None, None)] * len(batch)
     groups: dict[int, tuple[InferenceEngine, list[int], list[ImageRecord]]] = {}
     for index, item in enumerate(batch):
+        if not item.is_image:
+            message = item.reason if item.kind == "skipped" else _message(ReadError(item.path, item.reason))
+            outcomes[index] = ("error", message, None)
+            continue
         try:
             record = read_item(item)
-        except Exception as error:  # noqa: BLE001 - never stop on a bad file
-            outcomes[index] = ("error", _message(error), _model_info(fixed_engine))
+        except BaseException as error:  # noqa: BLE001 - never stop on a bad file, whatever its decoder raised
+            if must_propagate(error):
+                raise
+            outcomes[index] = ("error", _message(error, Path(item.path)), _model_info(fixed_engine))
             continue
         try:
             engine = fixed_engine or cache.for_record(record)
         except AsdeskError as error:
-            outcomes[index] = ("error", str(error), None)
+            outcomes[index] = ("error", _message(error, Path(item.path)), None)
             continue
         group = groups.setdefault(id(engine), (engine, [], []))
         group[1].append(index)
@@ -333,13 +407,18 @@ def _screen_batch(
             outcomes[index] = (
                 ("result", result, engine)
                 if isinstance(result, AnalysisResult)
-                else ("error", result, engine.card.model_info())
+                else ("error", _with_name(result, Path(batch[index].path)), engine.card.model_info())
             )
     for item, (kind, value, extra) in zip(batch, outcomes, strict=True):
         if kind == "result":
             write_result(item, value, extra)
         else:
             write_error(item, value, extra)
+
+
+def _with_name(message: str, path: Path) -> str:
+    """Prefix the file name to a message that does not name it yet."""
+    return message if str(path) in message else f"{path}: {message}"
 
 
 def _classify_robustly(
@@ -351,9 +430,9 @@ def _classify_robustly(
     """``engine.analyze`` on the batch; if it fails, image by image so that only the bad image fails."""
     try:
         return list(analyze_batch(engine, records, operating_point, gradcam))
-    except CancelledError:
-        raise
-    except Exception as batch_error:  # noqa: BLE001 - isolate the image that fails
+    except BaseException as batch_error:  # noqa: BLE001 - isolate the image that fails
+        if must_propagate(batch_error):
+            raise
         if len(records) == 1:
             return [_message(batch_error)]
         LOGGER.info("batch of %d failed (%s); analysing image by image", len(records), _message(batch_error))
@@ -361,9 +440,9 @@ def _classify_robustly(
     for record in records:
         try:
             outcomes.append(analyze_batch(engine, [record], operating_point, gradcam)[0])
-        except CancelledError:
-            raise
-        except Exception as error:  # noqa: BLE001
+        except BaseException as error:  # noqa: BLE001
+            if must_propagate(error):
+                raise
             outcomes.append(_message(error))
     return outcomes
 
@@ -397,3 +476,103 @@ def _write_report(
         LOGGER.warning("screening: PDF report not written: %s", message)
         return
     summary.reports.append(target)
+
+
+def _write_study_rows(
+    log: ScreeningCsv,
+    items: Sequence[ScanItem],
+    cache: EngineCache,
+    retry_errors: bool,
+    summary: ScreeningSummary,
+) -> None:
+    """One study-level row per DICOM series of the folder whose slices all have rows, per model.
+
+    Works from the CSV (not from this run's memory), so that a resumed run completes the study rows of
+    series finished earlier. A series with a failed slice gets a study error row, never a study result
+    computed from the slices that happened to work.
+    """
+    series: dict[str, list[tuple[str, str]]] = {}
+    for item in items:
+        if item.kind == "dicom" and item.series_uid:
+            series.setdefault(item.series_uid, []).append(ScreeningCsv.key(item.path, item.frame))
+    series = {uid: keys for uid, keys in series.items() if len(keys) >= 2}
+    if not series:
+        return
+    latest: dict[tuple[str, str], dict[str, str]] = {}
+    for row in ScreeningCsv.read_rows(log.path):
+        if row["row_kind"] == "image":
+            latest[(row["file"], row["frame"])] = row
+    have = ScreeningCsv.completed_studies(log.path, include_errors=not retry_errors)
+    for uid, keys in series.items():
+        rows = [latest.get(key) for key in keys]
+        if any(row is None for row in rows):
+            continue  # not finished (cancelled run): the next run writes it
+        complete = [row for row in rows if row is not None]
+        models = {row["model_id"] for row in complete if row["status"] == "result"} or {""}
+        for model_id in sorted(models):
+            if (uid, model_id) in have:
+                continue
+            _write_one_study(log, uid, keys, complete, model_id, cache, summary)
+
+
+def _write_one_study(
+    log: ScreeningCsv,
+    uid: str,
+    keys: list[tuple[str, str]],
+    rows: list[dict[str, str]],
+    model_id: str,
+    cache: EngineCache,
+    summary: ScreeningSummary,
+) -> None:
+    folder = os.path.commonpath([key[0] for key in keys])
+    if os.path.isfile(folder):
+        folder = os.path.dirname(folder)
+    scored = [row for row in rows if row["status"] == "result" and row["model_id"] == model_id]
+    refused = [row for row in rows if row["status"] == "refused" and row["model_id"] == model_id]
+    first = (scored or rows)[0]
+    identifiers = {name: first[name] for name in ("patient_id", "study_uid", "series_uid", "modality")}
+    identifiers["series_uid"] = uid
+    error = ""
+    model: ModelInfo | None = None
+    card = None
+    if not scored and refused and len(refused) == len(rows):
+        error = (f"refused: every slice of this series ({len(rows)}) is outside what {model_id} was validated for: "
+                 "no study result")
+    elif not scored:
+        error = f"no slice of this series ({len(rows)}) could be analysed: no study result"
+    else:
+        try:
+            card = cache.find(pack_id=model_id).card
+            model = card.model_info()
+        except AsdeskError as failure:
+            error = f"the model pack {model_id!r} that scored the slices cannot be found ({failure})"
+        if card is not None and card.sha256 != first["model_sha256"]:
+            error = (f"the model pack {model_id!r} changed since its slices were scored (other SHA-256): "
+                     "run the screening again with --retry-errors in a new CSV")
+        failed = len(rows) - len(scored) - len(refused)  # refused slices are left out of the study, as in analyze
+        if not error and failed:
+            error = (f"{failed} of the {len(rows)} slices of this series have no result with {model_id}: no study "
+                     "result (the study rule needs every slice)")
+    if error or card is None:
+        log.write_study(folder, identifiers, model, None, None, "", "", error_message=error or "no model")
+        summary.n_study_errors += 1
+    else:
+        outputs = [float(row.get("model_output") or row["probability"]) for row in scored]
+        probability, threshold, operating_point, finding = _study_score(outputs, card)
+        log.write_study(folder, identifiers, model, probability, threshold, operating_point, finding)
+    summary.n_study_rows += 1
+
+
+def _study_score(outputs: list[float], card: Any) -> tuple[float, float, str, str]:  # noqa: ANN401
+    """(score, threshold, operating point, finding) from raw slice outputs, by the card's study rule.
+
+    The same decision as :func:`asdesk.tasks.decision.study_decision` (the window and ``asdesk analyze``).
+    """
+    from asdesk.tasks.decision import judge, study_result
+
+    rule = card.study_rule
+    if rule is not None:
+        score, prediction = study_result(outputs, rule, card.positive_label, card.negative_label)
+        return score, prediction.threshold, prediction.operating_point, prediction.finding
+    prediction = judge(card, max(outputs), None)
+    return prediction.probability, prediction.threshold, prediction.operating_point, prediction.finding
