@@ -625,7 +625,7 @@ def command_screen(args: argparse.Namespace) -> int:
         return EXIT_INTERRUPTED
     print(
         f"screened {args.folder}: {summary.n_files} file(s) or frame(s), {summary.n_found} image(s) found, "
-        f"{summary.n_done} analysed, "
+        f"{summary.n_done} analysed ({summary.n_refused} refused: outside what the model was validated for), "
         f"{summary.n_errors} error(s), {summary.n_not_images} not an image, {summary.n_study_rows} study "
         f"row(s) ({summary.n_study_errors} without result), {summary.n_skipped_resumed} already in the CSV "
         f"(skipped{f', {summary.n_errors_before} of them errors' if summary.n_errors_before else ''}), "

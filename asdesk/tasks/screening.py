@@ -59,7 +59,7 @@ class ScreeningSummary:
     Attributes
     ----------
     n_done : int
-        Images analysed successfully in this run (rows with a probability).
+        Images analysed in this run (result rows, including refused ones).
     n_skipped_resumed : int
         Images skipped because the CSV already had their row (resume).
     n_errors : int
@@ -70,6 +70,8 @@ class ScreeningSummary:
         Wall time of the run, in seconds.
     n_found : int
         Images found under the folder.
+    n_refused : int
+        Analysed images refused by their model's gates (outside what it was validated for): no finding.
     cancelled : bool
         True when the run stopped because its cancel token was set.
     reports : list of Path
@@ -97,6 +99,7 @@ class ScreeningSummary:
     csv_path: Path
     elapsed_s: float
     n_found: int = 0
+    n_refused: int = 0
     cancelled: bool = False
     reports: list[Path] = field(default_factory=list)
     report_errors: list[str] = field(default_factory=list)
@@ -329,6 +332,7 @@ def screen_folder(
                     _write_report(reports, folder, item, result, engine, operating_point, summary)
                 log.write_result(result)
                 summary.n_done += 1
+                summary.n_refused += int(result.refused)
                 sink.advance(1, Path(item.path).name)
                 if on_row is not None:
                     on_row(result)
