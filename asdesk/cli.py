@@ -260,7 +260,7 @@ def prepare_runtime(args: argparse.Namespace) -> str:
     str
         The device description, also logged.
     """
-    from asdesk.inference import configure_device
+    from asdesk.tasks.engines import configure_device
 
     with native_stderr_silenced(not getattr(args, "debug", False)):
         device = configure_device()
@@ -625,12 +625,15 @@ def command_screen(args: argparse.Namespace) -> int:
         return EXIT_INTERRUPTED
     print(
         f"screened {args.folder}: {summary.n_files} file(s) or frame(s), {summary.n_found} image(s) found, "
-        f"{summary.n_done} analysed ({summary.n_refused} refused: outside what the model was validated for), "
+        f"{summary.n_done} analysed, "
         f"{summary.n_errors} error(s), {summary.n_not_images} not an image, {summary.n_study_rows} study "
         f"row(s) ({summary.n_study_errors} without result), {summary.n_skipped_resumed} already in the CSV "
         f"(skipped{f', {summary.n_errors_before} of them errors' if summary.n_errors_before else ''}), "
         f"in {summary.elapsed_s:.1f} s ({summary.images_per_second:.1f} images/s)"
     )
+    if summary.n_refused:
+        print(f"refused: {summary.n_refused} image(s) outside what their model was validated for: no finding "
+              "(status 'refused' in the CSV, with the reason)")
     print(f"CSV: {summary.csv_path}")
     if summary.reports:
         print(f"PDF reports: {len(summary.reports)} in {args.reports}")

@@ -55,7 +55,7 @@ def card_document(input_size: int = 32) -> dict:
     return {
         "schema_version": 1, "id": "panel-test-pack", "version": "0.0.1", "task": "TEST DATA",
         "labels": {"positive": "Positive (TEST)", "negative": "Negative (TEST)"},
-        "modalities": ["", "MR"], "body_parts": [], "architecture": "MobileNetV2",
+        "modalities": ["", "MR"], "body_parts": [""], "architecture": "MobileNetV2",
         "input": {"height": input_size, "width": input_size, "channels": 3},
         "preprocessing": [
             {"name": "window", "mode": "percentile", "low": 1.0, "high": 99.5},

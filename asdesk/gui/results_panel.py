@@ -435,6 +435,12 @@ class ResultsPanel(QWidget):
         index = min(max(self._index, 0), len(self._results) - 1)
         result = self._results[index]
         prediction = result.prediction
+        chosen = self.operating_point()
+        if chosen and chosen != prediction.operating_point and chosen in self._card.operating_points:
+            from asdesk.tasks import judge  # the panel's own choice, judged where every decision is made
+
+            raw = prediction.raw_probability if prediction.raw_probability is not None else prediction.probability
+            prediction = judge(self._card, raw, chosen)
         name = prediction.operating_point
         thresholds = self._thresholds()
         where = f"slice {index + 1} of {len(self._results)}: " if len(self._results) > 1 else ""

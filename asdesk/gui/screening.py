@@ -130,8 +130,13 @@ class ScreeningRow:
             return cls.from_csv({key: "" if value is None else str(value) for key, value in item.items()})
         if isinstance(item, AnalysisResult):
             meta = item.record.metadata
-            return cls(os.path.abspath(meta.source), "" if meta.frame_index is None else str(meta.frame_index),
-                       meta.patient_id, float(item.prediction.probability), item.prediction.finding, "done")
+            frame = "" if meta.frame_index is None else str(meta.frame_index)
+            if item.refused:
+                return cls(os.path.abspath(meta.source), frame, meta.patient_id, None, "refused",
+                           item.gate.text(item.model.pack_id))
+            finding = item.prediction.finding + (" [outside validated use]" if item.gate.overridden else "")
+            return cls(os.path.abspath(meta.source), frame, meta.patient_id, float(item.prediction.probability),
+                       finding, "done")
         result = getattr(item, "result", None)
         if isinstance(result, AnalysisResult):
             return cls.from_any(result)

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 LOGGER = logging.getLogger(__name__)
 
-__all__ = ["EngineCache", "default_engines"]
+__all__ = ["EngineCache", "configure_device", "default_engines", "pack_directories"]
 
 
 class EngineCache:
@@ -187,3 +187,19 @@ def default_engines() -> EngineCache:
         if _DEFAULT is None:
             _DEFAULT = EngineCache()
         return _DEFAULT
+
+
+def configure_device() -> str:
+    """Import the runtime, choose the device that will run models and describe it (``"CPU (2 threads)"``,
+    ``"GPU:0 (...)"``); see :func:`asdesk.inference.configure_device`. The CLI and the window call this, so
+    they need not import :mod:`asdesk.inference`."""
+    from asdesk.inference import configure_device as configure
+
+    return configure()
+
+
+def pack_directories() -> list[Path]:
+    """The folders searched for model packs: the bundled ``models/`` and the user's model folder."""
+    from asdesk.inference.pack import default_pack_directories
+
+    return default_pack_directories()

@@ -18,7 +18,7 @@ def tiny_card(pack_id: str, size: int) -> dict[str, Any]:
     return {
         "schema_version": 1, "id": pack_id, "version": "0.0.1", "task": "TEST ONLY: random weights",
         "labels": {"positive": "Test positive", "negative": "Test negative"},
-        "modalities": ["", "MR", "CR", "DX"], "body_parts": [], "architecture": "MobileNetV2",
+        "modalities": ["", "MR", "CR", "DX"], "body_parts": [""], "architecture": "MobileNetV2",
         "input": {"height": size, "width": size, "channels": 3},
         "preprocessing": [{"name": "window", "mode": "display"},
                           {"name": "resize", "height": size, "width": size, "mode": "pad"},
