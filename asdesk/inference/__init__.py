@@ -9,22 +9,33 @@ from asdesk.inference.engine import InferenceEngine, study_result
 from asdesk.inference.gradcam import GradCam, upsample_and_normalise
 from asdesk.inference.overlay import blend, colourise, overlay_rgba
 from asdesk.inference.pack import (
+    USER_ID_PREFIX,
     ModelPack,
+    PackProblem,
+    PackScan,
     default_pack_directories,
     discover_packs,
     find_pack,
+    find_user_pack,
     load_pack,
+    scan_packs,
     sha256_file,
     write_pack,
 )
 from asdesk.inference.runtime import configure_device, load_model
+from asdesk.inference.trust import PackSignatureError, PackVerificationError, sign_pack
 
 __all__ = [
     "OPERATING_POINTS",
+    "USER_ID_PREFIX",
     "GradCam",
     "InferenceEngine",
     "ModelCard",
     "ModelPack",
+    "PackProblem",
+    "PackScan",
+    "PackSignatureError",
+    "PackVerificationError",
     "OperatingPoint",
     "StudyRule",
     "blend",
@@ -33,10 +44,13 @@ __all__ = [
     "default_pack_directories",
     "discover_packs",
     "find_pack",
+    "find_user_pack",
     "load_model",
     "load_pack",
     "overlay_rgba",
+    "scan_packs",
     "sha256_file",
+    "sign_pack",
     "study_result",
     "upsample_and_normalise",
     "write_pack",
