@@ -367,3 +367,10 @@ def test_the_shipped_public_key_is_valid_and_no_private_key_is_in_the_repository
     for path in files:
         if path.is_file() and path.stat().st_size < 2_000_000:
             assert b"PRIVATE KEY-----" not in path.read_bytes(), f"{path} holds a private key"
+
+
+def test_the_installer_bundles_the_pins_and_keys():
+    spec = (REPO / "installer" / "asdesk.spec").read_text(encoding="utf-8")
+    assert '"asdesk.inference.pins"' in spec and '"asdesk.inference.trust"' in spec
+    pyproject = (REPO / "pyproject.toml").read_text(encoding="utf-8")
+    assert '"cryptography>=' in pyproject
