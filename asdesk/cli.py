@@ -366,11 +366,15 @@ def result_to_json(
         "kind": "series" if isinstance(result, SeriesResult) else "image",
         "images": [_image_block(item) for item in slices],
         "study": study,
-        "model": _model_block(card, device),
+        "model": {**_model_block(card, device), "origin": getattr(slices[0].model, "origin", "")},
         "errors": errors,
         "report": None if report is None else str(report),
         "intended_use": asdesk.INTENDED_USE,
     }
+
+
+def _first_model(result: AnalysisResult | SeriesResult) -> Any:  # noqa: ANN401 - a ModelInfo
+    return (result.slices[0] if isinstance(result, SeriesResult) else result).model
 
 
 def _print_result(
@@ -421,9 +425,10 @@ def _print_result(
             f"point {prediction.operating_point})",
             file=out,
         )
+    origin = getattr(_first_model(result), "origin", "")  # bundled / user-installed (signed or not)
     print(
-        f"  model: {card.id} {card.version} (sha256 {card.sha256[:12]}), {card.architecture}, on {device}; "
-        f"measured AUC {_auc_text(card.raw)}",
+        f"  model: {card.id} {card.version} (sha256 {card.sha256[:12]}{'; ' + origin if origin else ''}), "
+        f"{card.architecture}, on {device}; measured AUC {_auc_text(card.raw)}",
         file=out,
     )
     warning = chance_warning(card.raw)
@@ -491,7 +496,8 @@ def command_analyze(args: argparse.Namespace) -> int:
             print(f"asdesk: error: {_one_line(error)}", file=sys.stderr)
             continue
         first = result.slices[0] if isinstance(result, SeriesResult) else result
-        engine = engines.get(first.model.pack_id)
+        # the explicit id when given: for ``user:<id>`` the card's id is the bundled pack's, a different engine
+        engine = engines.get(model_id or first.model.pack_id)
         device = str(getattr(engine, "device", ""))
         LOGGER.info("analysed %s with %s %s on %s", path.name, engine.card.id, engine.card.version, device)
         report = None

@@ -332,7 +332,7 @@ def _screen_batch(
             outcomes[index] = (
                 ("result", result, engine)
                 if isinstance(result, AnalysisResult)
-                else ("error", result, engine.card.model_info())
+                else ("error", result, engine.info)
             )
     for item, (kind, value, extra) in zip(batch, outcomes, strict=True):
         if kind == "result":
@@ -368,7 +368,7 @@ def _classify_robustly(
 
 
 def _model_info(engine: InferenceEngine | None) -> ModelInfo | None:
-    return None if engine is None else engine.card.model_info()
+    return None if engine is None else engine.info
 
 
 def _write_report(
