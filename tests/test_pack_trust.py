@@ -374,3 +374,31 @@ def test_the_installer_bundles_the_pins_and_keys():
     assert '"asdesk.inference.pins"' in spec and '"asdesk.inference.trust"' in spec
     pyproject = (REPO / "pyproject.toml").read_text(encoding="utf-8")
     assert '"cryptography>=' in pyproject
+
+
+def test_results_name_the_pack_that_made_them_and_its_origin(tiny_pack, tmp_path, monkeypatch, capsys):
+    """`asdesk analyze`: the bundled pack by default, the user copy only as user:<id>, each marked by origin."""
+    bundled = tmp_path / "install" / "models"
+    shutil.copytree(tiny_pack.path, bundled / "tiny-test-pack")
+    monkeypatch.setattr(paths, "bundled_models_dir", lambda: bundled)
+    monkeypatch.setitem(pin_module.BUNDLED_PINS, "tiny-test-pack", trust.compute_pins(bundled / "tiny-test-pack"))
+    copy = paths.user_models_dir() / "tiny-copy"
+    shutil.copytree(tiny_pack.path, copy)
+    card = json.loads((copy / "card.json").read_text(encoding="utf-8"))
+    card["version"] = "7.0"
+    card["operating_points"]["balanced"]["threshold"] = 0.01
+    (copy / "card.json").write_text(json.dumps(card), encoding="utf-8")
+    sample = next(p for p in sorted((REPO / "resources" / "samples").iterdir()) if p.suffix == ".png")
+
+    def analyse(*model: str) -> dict:
+        assert cli.main(["analyze", str(sample), *model, "--json", "-q", "--no-gradcam"]) == 0
+        return json.loads(capsys.readouterr().out.splitlines()[0])
+
+    default = analyse()
+    assert (default["model"]["version"], default["model"]["origin"]) == ("0.0.1", "bundled")
+    assert default["images"][0]["threshold"] == 0.5
+    assert analyse("--model", "tiny-test-pack")["model"]["origin"] == "bundled"
+    explicit = analyse("--model", "user:tiny-test-pack")
+    assert (explicit["model"]["version"], explicit["model"]["origin"]) == ("7.0", "user-installed, unsigned")
+    assert explicit["images"][0]["threshold"] == 0.01
+    assert explicit["images"][0]["probability"] == default["images"][0]["probability"]  # the same model file
