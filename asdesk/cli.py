@@ -1,5 +1,5 @@
-"""The ``asdesk`` command: ``analyze``, ``screen``, ``train``, ``evaluate``, ``models``; no subcommand opens
-the window.
+"""The ``asdesk`` command: ``analyze``, ``screen``, ``train``, ``evaluate``, ``models``, ``sign-pack``; no
+subcommand opens the window.
 
 This module parses arguments, shows progress with tqdm on stderr and prints results; the work itself is
 done by :mod:`asdesk.tasks` (and :mod:`asdesk.training`), exactly as the window does it. Every
@@ -237,6 +237,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     models.add_argument("--json", action="store_true", help="print the list as JSON")
     models.set_defaults(handler=command_models)
+
+    sign = commands.add_parser(
+        "sign-pack",
+        parents=[common],
+        help="sign a model pack's card with an Ed25519 key",
+        description="Write DIR/card.sig: an Ed25519 signature over DIR/card.json (which states the SHA-256 of "
+        "every file of the pack), made with a private key you keep outside any repository. Make a key with "
+        "'python -m asdesk.inference.trust keygen KEY.pem'.",
+    )
+    sign.add_argument("pack", type=Path, metavar="DIR", help="the pack folder (card.json and model.keras)")
+    sign.add_argument("--key", type=Path, required=True, metavar="PATH", help="the Ed25519 private key (PEM)")
+    sign.set_defaults(handler=command_sign_pack)
     return parser
 
 
@@ -401,7 +413,7 @@ def result_to_json(
         "kind": "series" if isinstance(result, SeriesResult) else "image",
         "images": [_image_block(item) for item in slices],
         "study": study,
-        "model": _model_block(card, device),
+        "model": {**_model_block(card, device), "origin": getattr(slices[0].model, "origin", "")},
         "held_out": {
             "operating_point": evidence.operating_point,
             "sensitivity": None if evidence.sensitivity is None else vars(evidence.sensitivity),
@@ -415,6 +427,10 @@ def result_to_json(
         "report": None if report is None else str(report),
         "intended_use": asdesk.INTENDED_USE,
     }
+
+
+def _first_model(result: AnalysisResult | SeriesResult) -> Any:  # noqa: ANN401 - a ModelInfo
+    return (result.slices[0] if isinstance(result, SeriesResult) else result).model
 
 
 def _print_result(
@@ -473,9 +489,10 @@ def _print_result(
     if not all(item.refused for item in (result.slices if isinstance(result, SeriesResult) else (result,))):
         for line in held_out_evidence(card.raw, first.prediction.operating_point).lines()[:1]:
             print(f"  {line}", file=out)
+    origin = getattr(_first_model(result), "origin", "")  # bundled / user-installed (signed or not)
     print(
-        f"  model: {card.id} {card.version} (sha256 {card.sha256[:12]}), {card.architecture}, on {device}; "
-        f"measured AUC {_auc_text(card.raw)}",
+        f"  model: {card.id} {card.version} (sha256 {card.sha256[:12]}{'; ' + origin if origin else ''}), "
+        f"{card.architecture}, on {device}; measured AUC {_auc_text(card.raw)}",
         file=out,
     )
     warning = chance_warning(card.raw)
@@ -568,7 +585,8 @@ def command_analyze(args: argparse.Namespace) -> int:
             print(f"asdesk: error: {_one_line(error)}", file=sys.stderr)
             continue
         first = result.slices[0] if isinstance(result, SeriesResult) else result
-        engine = engines.get(first.model.pack_id)
+        # the explicit id when given: for ``user:<id>`` the card's id is the bundled pack's, a different engine
+        engine = engines.get(model_id or first.model.pack_id)
         device = str(getattr(engine, "device", ""))
         LOGGER.info("analysed %s with %s %s on %s", path.name, engine.card.id, engine.card.version, device)
         report = None
@@ -653,57 +671,88 @@ def command_screen(args: argparse.Namespace) -> int:
 
 
 def command_models(args: argparse.Namespace) -> int:
-    """``asdesk models``: list the installed model packs and the broken ones."""
-    from asdesk.inference.pack import default_pack_directories
+    """``asdesk models``: list the model packs, verified (pins, signatures, every file's hash), and the refused ones.
 
-    engines = _engines()
-    packs, errors = engines.packs()
+    A pack that fails verification is listed as not usable, with the reason, never as in use. A user-installed
+    pack with a bundled pack's id is listed as usable only explicitly, as ``user:<id>``.
+    """
+    from asdesk.inference.pack import default_pack_directories, scan_packs
+
+    scan = scan_packs(verify_hash=True)
+    listed = [(pack, "in use") for pack in scan.packs]
+    listed += [(pack, f"only with --model {pack.alias}") for pack in scan.alternates]
     if args.json:
         document = {
             "packs": [
                 {
                     **_model_block(p.card, ""),
+                    "selection_id": p.selection_id,
+                    "origin": p.origin,
+                    "origin_label": p.origin_label,
+                    "signed_by": p.signer or None,
+                    "usable": True,
+                    "in_use": status == "in use",
+                    "status": status,
                     "modalities": list(p.card.modalities),
                     "body_parts": list(p.card.body_parts),
                     "path": str(p.path),
                 }
-                for p in packs
+                for p, status in listed
             ],
-            "broken": [str(e) for e in errors],
+            "refused": [
+                {"id": problem.pack_id, "origin": problem.origin, "path": str(problem.path), "usable": False,
+                 "in_use": False, "reason": problem.reason}
+                for problem in scan.refused
+            ],
+            "notes": list(scan.notes),
+            "broken": list(scan.errors),
         }
         print(json.dumps(document, indent=2))
         return EXIT_OK
-    if not packs:
+    if not listed:
         searched = ", ".join(str(d) for d in default_pack_directories())
-        print(f"no model packs installed (searched {searched})")
+        print(f"no usable model packs installed (searched {searched})")
     else:
-        header = ("ID", "VERSION", "ARCHITECTURE", "MODALITIES / BODY PARTS", "AUC (95% CI)", "SOURCE")
+        header = ("ID", "VERSION", "ARCHITECTURE", "MODALITIES / BODY PARTS", "AUC (95% CI)", "ORIGIN", "STATUS",
+                  "SOURCE")
         rows = []
-        for pack in packs:
+        for pack, status in listed:
             card = pack.card
             modalities = ",".join(m or "raster" for m in card.modalities) or "-"
             parts = ",".join(b for b in card.body_parts if b) or "any"
-            rows.append(
-                (
-                    card.id,
-                    card.version,
-                    card.architecture,
-                    f"{modalities} / {parts}",
-                    _auc_text(card.raw),
-                    str(pack.path.parent),
-                )
-            )
+            rows.append((pack.selection_id, card.version, card.architecture, f"{modalities} / {parts}",
+                         _auc_text(card.raw), pack.origin_label, status, str(pack.path.parent)))
         widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
         for row in [header, *rows]:
             print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
         print()
-        for pack in packs:
+        for pack, _status in listed:
             measured = (pack.card.raw.get("performance") or {}).get("dataset", "")
-            print(f"{pack.card.id}: {pack.card.task}" + (f"; measured on {measured}" if measured else ""))
-    if errors:
+            print(f"{pack.selection_id}: {pack.card.task}" + (f"; measured on {measured}" if measured else ""))
+    if scan.refused or scan.notes:
         print("\nbroken or unused model packs:")
-        for error in errors:
-            print(f"  {error}")
+        for problem in scan.refused:
+            print(f"  NOT USABLE: {problem.pack_id} ({problem.origin}): {problem.reason}")
+        for note in scan.notes:
+            print(f"  {note}")
+    return EXIT_OK
+
+
+def command_sign_pack(args: argparse.Namespace) -> int:
+    """``asdesk sign-pack DIR --key KEY.pem``: write ``DIR/card.sig``, an Ed25519 signature over its card."""
+    from asdesk.inference.pack import ORIGIN_USER, load_pack
+    from asdesk.inference.trust import PackSignatureError, sign_pack
+
+    target = sign_pack(args.pack, args.key)
+    print(f"wrote {target}")
+    try:
+        pack = load_pack(args.pack, verify_hash=False, origin=ORIGIN_USER)
+    except PackSignatureError as error:
+        print(f"asdesk: warning: {_one_line(error)}; to have asdesk trust this key, add its public key to "
+              "TRUSTED_KEYS in asdesk/inference/trust.py (python -m asdesk.inference.trust keygen prints it)",
+              file=sys.stderr)
+        return EXIT_OK
+    print(f"{pack.card.id} {pack.card.version}: {pack.origin_label}")
     return EXIT_OK
 
 
@@ -794,7 +843,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     arguments = list(sys.argv[1:] if argv is None else argv)
     window_paths: list[str] = []
-    commands = {"analyze", "screen", "train", "evaluate", "models"}
+    commands = {"analyze", "screen", "train", "evaluate", "models", "sign-pack"}
     if arguments and not arguments[0].startswith("-") and arguments[0] not in commands:
         # ``asdesk PATH...``: open the window with those files or series folders.
         window_paths = [a for a in arguments if not a.startswith("-")]

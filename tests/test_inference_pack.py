@@ -12,8 +12,19 @@ from typing import Any
 import pytest
 
 from asdesk.core import CardError, ModelHashMismatchError, ModelNotFoundError, paths
-from asdesk.inference import ModelCard, ModelPack, discover_packs, find_pack, load_pack, sha256_file, write_pack
+from asdesk.inference import (
+    ModelCard,
+    ModelPack,
+    discover_packs,
+    find_pack,
+    load_pack,
+    pins,
+    scan_packs,
+    sha256_file,
+    write_pack,
+)
 from asdesk.inference.pack import _version_key
+from asdesk.inference.trust import compute_pins
 
 
 def valid_card(**overrides: Any) -> dict[str, Any]:
@@ -159,7 +170,7 @@ def test_write_pack_checks_the_card_against_the_model(tiny_model, tmp_path):
 
 @pytest.fixture
 def pack_folders(template_pack, tmp_path, monkeypatch):
-    """A bundled and a user models folder (ASDESK_HOME points at tmp_path)."""
+    """A bundled and a user models folder (ASDESK_HOME points at tmp_path); the bundled packs are pinned."""
     bundled = tmp_path / "install" / "models"
     bundled.mkdir(parents=True)
     monkeypatch.setenv("ASDESK_HOME", str(tmp_path / "home"))
@@ -169,10 +180,12 @@ def pack_folders(template_pack, tmp_path, monkeypatch):
     user.mkdir(parents=True)
     copy_pack(template_pack, bundled / "knee", id="knee", version="1.0")
     copy_pack(template_pack, bundled / "sij", id="sij", version="2.0", modalities=["MR"])
-    copy_pack(template_pack, user / "knee-update", id="knee", version="1.10")  # newer: wins
-    copy_pack(template_pack, user / "sij-copy", id="sij", version="2.0")  # same version: bundled wins
+    monkeypatch.setattr(pins, "BUNDLED_PINS", {name: compute_pins(bundled / name) for name in ("knee", "sij")})
+    copy_pack(template_pack, user / "knee-update", id="knee", version="1.10")  # newer, but never replaces it
+    copy_pack(template_pack, user / "sij-copy", id="sij", version="2.0")  # same version: bundled is used
     copy_pack(template_pack, user / "spine", id="spine", version="0.1", modalities=["MR"],
               body_parts=["SPINE"])
+    copy_pack(template_pack, user / "spine-old", id="spine", version="0.0.9", modalities=["MR"])  # user: older loses
     broken = copy_pack(template_pack, user / "broken", id="broken")
     (broken / "card.json").write_text("{ not json", encoding="utf-8")
     invalid = copy_pack(template_pack, user / "invalid", id="invalid")
@@ -190,22 +203,29 @@ def test_discover_packs(pack_folders):
     packs, errors = discover_packs()
     assert [p.card.id for p in packs] == ["knee", "sij", "spine"]
     by_id = {p.card.id: p for p in packs}
-    assert by_id["knee"].path == user / "knee-update" and by_id["knee"].card.version == "1.10"
+    assert by_id["knee"].path == bundled / "knee" and by_id["knee"].card.version == "1.0"
     assert by_id["sij"].path == bundled / "sij"
+    assert [p.origin for p in packs] == ["bundled", "bundled", "user"]
+    assert by_id["spine"].path == user / "spine"
     text = "\n".join(errors)
-    assert len(errors) == 5, text
+    assert len(errors) == 6, text
     assert "not valid JSON" in text and "gradcam_layer" in text and "no model.keras" in text
-    assert "'knee' version 1.0" in text and "higher version" in text
-    assert "'sij' version 2.0" in text and "found first" in text
+    assert "'knee' version 1.10" in text and "never replaces it" in text and "--model user:knee" in text
+    assert "'sij' version 2.0" in text and "--model user:sij" in text
+    assert "'spine' version 0.0.9" in text and "higher version" in text
+    scan = scan_packs()
+    assert [(p.selection_id, p.path) for p in scan.alternates] == [("user:knee", user / "knee-update"),
+                                                                    ("user:sij", user / "sij-copy")]
 
 
 def test_discover_packs_can_verify_hashes(pack_folders):
     _, user = pack_folders
     (user / "spine" / "model.keras").write_bytes(b"not a model")
     packs, errors = discover_packs()
-    assert "spine" in [p.card.id for p in packs]
+    assert user / "spine" in [p.path for p in packs]
     packs, errors = discover_packs(verify_hash=True)
-    assert "spine" not in [p.card.id for p in packs]
+    assert user / "spine" not in [p.path for p in packs]
+    assert [p.path for p in packs if p.card.id == "spine"] == [user / "spine-old"]  # the next user pack
     assert any("reinstall the pack" in e and "'spine'" in e for e in errors)
 
 
@@ -264,7 +284,10 @@ def test_find_pack_reports_what_is_installed():
 
 def test_find_pack_discovers_by_default(pack_folders):
     assert find_pack(modality="MR", body_part="SPINE").card.id == "spine"
-    assert find_pack("knee").card.version == "1.10"
+    assert find_pack("knee").card.version == "1.0"
+    assert find_pack("user:knee").card.version == "1.10"
+    with pytest.raises(ModelNotFoundError, match="no user-installed model pack with id 'user:nothing'"):
+        find_pack("user:nothing")
 
 
 def test_importing_inference_does_not_import_tensorflow():

@@ -145,6 +145,11 @@ def test_a_frozen_bundle_layout_is_found_through_meipass(tiny_pack, monkeypatch,
     (bundle / "resources" / "samples").mkdir(parents=True)
     shutil.copy(REPO / "resources" / "samples" / SAMPLE_NAME, bundle / "resources" / "samples")
     shutil.copytree(tiny_pack.path, bundle / "models" / TINY_PACK_ID)
+    # a bundled pack must match the pins compiled into asdesk (asdesk.inference.pins): pin the test pack
+    from asdesk.inference import pins
+    from asdesk.inference.trust import compute_pins
+
+    monkeypatch.setitem(pins.BUNDLED_PINS, TINY_PACK_ID, compute_pins(bundle / "models" / TINY_PACK_ID))
     monkeypatch.setattr(sys, "_MEIPASS", str(bundle), raising=False)
     monkeypatch.setattr(sys, "frozen", True, raising=False)
     assert paths.install_root() == bundle and paths.bundled_models_dir() == bundle / "models"

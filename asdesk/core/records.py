@@ -144,6 +144,10 @@ class ModelInfo:
         What the model answers, e.g. ``"active sacroiliitis (bone-marrow oedema) on STIR"``.
     positive_label, negative_label : str
         Human-readable finding names.
+    origin : str
+        Where the pack comes from: ``"bundled"`` (shipped with asdesk, pinned), ``"user-installed, signed (key
+        <fingerprint>)"`` or ``"user-installed, unsigned"``; ``""`` when not known (a card read on its own).
+        Every result, CSV row and report should show it.
     """
 
     pack_id: str
@@ -152,6 +156,7 @@ class ModelInfo:
     task: str = ""
     positive_label: str = "positive"
     negative_label: str = "negative"
+    origin: str = ""
 
 
 @dataclass(frozen=True)

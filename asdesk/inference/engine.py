@@ -94,7 +94,7 @@ class InferenceEngine:
         self.pack = pack
         self.card = pack.card
         self.pipeline = self.card.pipeline()
-        self.info = self.card.model_info()
+        self.info = pack.model_info()  # with the origin (bundled / user-installed)
         self.batch_size = int(batch_size)
         self.verify_hash = verify_hash
         self.device = ""

@@ -4,75 +4,79 @@ A pack is found in the bundled models folder (:func:`asdesk.core.paths.bundled_m
 user's data folder (:func:`asdesk.core.paths.user_models_dir`). Nothing here imports TensorFlow
 (:func:`write_pack` is handed a Keras model and calls its ``save``).
 
-Integrity
----------
-The card states the SHA-256 of ``model.keras``. :func:`load_pack` checks it by default;
-:func:`discover_packs` reads only the cards (hashing every model at start-up would cost seconds), and
-:class:`asdesk.inference.engine.InferenceEngine` checks the hash again right before it loads the model (unless
-told ``verify_hash=False``), so no model is run unchecked.
+Integrity (see :mod:`asdesk.inference.trust`)
+---------------------------------------------
+The card states the SHA-256 of ``model.keras`` and of any other file of the pack (e.g. a content gate).
+:func:`load_pack` checks, before anything else uses the pack:
+
+* a **bundled** pack (its folder is in the bundled models folder): ``card.json``'s bytes and the files the card
+  lists must match the pins compiled into asdesk (:mod:`asdesk.inference.pins`); otherwise it is refused;
+* a **user-installed** pack: when ``card.sig`` is present it must be a valid Ed25519 signature over
+  ``card.json`` by a trusted key (else refused); without it the pack is "user-installed, unsigned": usable,
+  and marked so in every result (:attr:`ModelPack.origin_label`), unless ``ASDESK_REQUIRE_SIGNED_PACKS=1``.
+
+With ``verify_hash`` it also hashes every file the card lists. :func:`discover_packs` hashes cards only (hashing
+every model at start-up would cost seconds for large models); :class:`asdesk.inference.engine.InferenceEngine`
+hashes the files right before it loads the model, and ``asdesk models`` hashes everything.
 
 Same id in two places
 ---------------------
-When two packs share an id (typically a user copy of a bundled pack), the one with the **higher version**
-wins; on equal versions the one found first wins, and the bundled folder is searched before the user folder.
-So a user can install an update of a bundled pack by giving it a higher version, but cannot shadow the
-validated bundled pack with an older or an equal-version copy by accident. The pack that loses is named in
-the error list, with the reason.
+A user-installed pack **never replaces a bundled pack**, whatever its version: when its id is the id of a
+bundled pack (compared case-insensitively), it is an *alternate*, listed by ``asdesk models`` and reachable only
+by the explicit id ``user:<id>`` (e.g. ``--model user:knee-xray-oa``), with a warning; the bundled pack is used
+for that id and for automatic choice. Between two user-installed packs with the same id, the higher version
+wins (on equal versions the one found first). Every pack that is not used is named in the error list, with
+the reason.
 """
 
 from __future__ import annotations
 
 import copy
-import hashlib
+import dataclasses
 import json
 import logging
 import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from asdesk.core import CardError, ModelHashMismatchError, ModelNotFoundError
+from asdesk.core import CardError, ModelInfo, ModelNotFoundError
 from asdesk.core import paths as core_paths
 from asdesk.inference.card import ModelCard
 from asdesk.inference.runtime import input_fits, model_input_shape
+from asdesk.inference.trust import (
+    CARD_FILE,
+    MODEL_FILE,
+    SIGNATURE_FILE,
+    PackSignatureError,
+    PackVerificationError,
+    card_files,
+    check_pins,
+    require_signed,
+    sha256_file,
+    verify_files,
+    verify_signature,
+)
 
 LOGGER = logging.getLogger(__name__)
 
-MODEL_FILE = "model.keras"
-CARD_FILE = "card.json"
-_CHUNK_BYTES = 1 << 20
+ORIGIN_BUNDLED = "bundled"
+ORIGIN_USER = "user"
+USER_ID_PREFIX = "user:"
+"""Prefix of the explicit id of a user-installed pack, e.g. ``user:knee-xray-oa``."""
 
-
-def sha256_file(path: str | Path) -> str:
-    """SHA-256 of a file's bytes.
-
-    Parameters
-    ----------
-    path : str or Path
-        The file; read in 1 MiB chunks, so large models need little memory.
-
-    Returns
-    -------
-    str
-        64 lower-case hexadecimal digits.
-
-    Raises
-    ------
-    OSError
-        If the file cannot be read.
-    """
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for chunk in iter(lambda: stream.read(_CHUNK_BYTES), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+__all__ = [
+    "CARD_FILE", "MODEL_FILE", "ORIGIN_BUNDLED", "ORIGIN_USER", "SIGNATURE_FILE", "USER_ID_PREFIX", "ModelPack",
+    "PackProblem", "PackScan", "PackSignatureError", "PackVerificationError", "default_pack_directories",
+    "discover_packs", "find_pack", "find_user_pack", "load_pack", "scan_packs", "sha256_file", "write_pack",
+]
 
 
 @dataclass(frozen=True)
 class ModelPack:
-    """A model pack on disk: its folder and its validated card.
+    """A model pack on disk: its folder, its validated card and where it comes from.
 
     Attributes
     ----------
@@ -80,10 +84,19 @@ class ModelPack:
         The pack folder (holding ``model.keras`` and ``card.json``).
     card : ModelCard
         The parsed, validated ``card.json``.
+    origin : str
+        ``"bundled"`` (shipped with asdesk, pinned) or ``"user"`` (installed into the user's model folder).
+    signer : str
+        For a user-installed pack, the fingerprint of the trusted key that signed its card; ``""`` if unsigned.
+    alias : str
+        ``"user:<id>"`` for a user-installed pack whose id a bundled pack has: the only id it is chosen by.
     """
 
     path: Path
     card: ModelCard
+    origin: str = ORIGIN_USER
+    signer: str = ""
+    alias: str = ""
 
     @property
     def model_path(self) -> Path:
@@ -100,46 +113,87 @@ class ModelPack:
         """The card's pack id."""
         return self.card.id
 
+    @property
+    def selection_id(self) -> str:
+        """The id to choose this pack by (``--model``): :attr:`alias` when set, else the card's id."""
+        return self.alias or self.card.id
+
+    @property
+    def origin_label(self) -> str:
+        """``"bundled"``, ``"user-installed, signed (key <fingerprint>)"`` or ``"user-installed, unsigned"``."""
+        if self.origin == ORIGIN_BUNDLED:
+            return "bundled"
+        return f"user-installed, signed (key {self.signer})" if self.signer else "user-installed, unsigned"
+
+    def model_info(self) -> ModelInfo:
+        """Pack id, version, hash and origin for results and reports (``card.model_info()`` plus the origin)."""
+        return dataclasses.replace(self.card.model_info(), origin=self.origin_label)
+
+    def files(self) -> dict[str, str]:
+        """Every file the card lists, with its SHA-256 (:func:`asdesk.inference.trust.card_files`)."""
+        return card_files(self.card.raw, str(self.card_path))
+
     def verify_hash(self) -> str:
-        """Check that ``model.keras`` has the SHA-256 the card states.
+        """Check that ``model.keras`` and every other file the card lists have the SHA-256 the card states.
 
         Returns
         -------
         str
-            The hash (equal to ``card.sha256``).
+            The hash of ``model.keras`` (equal to ``card.sha256``).
 
         Raises
         ------
         ModelHashMismatchError
-            The file differs from the one the card describes (altered or damaged).
+            A file differs from the one the card describes (altered, swapped or damaged).
         CardError
-            ``model.keras`` is missing or unreadable.
+            A listed file is missing or unreadable.
         """
-        try:
-            actual = sha256_file(self.model_path)
-        except FileNotFoundError as error:
-            raise CardError(f"model pack {self.card.id!r} at {self.path}: no {MODEL_FILE}; a model pack is a "
-                            f"folder with {MODEL_FILE} and {CARD_FILE}: reinstall the pack") from error
-        except OSError as error:
-            raise CardError(f"model pack {self.card.id!r}: cannot read {self.model_path} ({error}); "
-                            "check the file permissions or reinstall the pack") from error
-        if actual != self.card.sha256:
-            raise ModelHashMismatchError(
-                f"model pack {self.card.id!r} (version {self.card.version}) at {self.path}: {MODEL_FILE} has "
-                f"SHA-256 {actual}, but its card expects {self.card.sha256}; the model file was altered or "
-                "damaged: reinstall the pack")
-        return actual
+        verify_files(self.path, self.files(), self.card.id, self.card.version)
+        return self.card.sha256
 
 
-def load_pack(path: str | Path, verify_hash: bool = True) -> ModelPack:
-    """Read a model pack folder and validate it.
+def _read_card(folder: Path) -> tuple[bytes, ModelCard]:
+    """``card.json``'s bytes and the card parsed from exactly those bytes."""
+    path = folder / CARD_FILE
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError as error:
+        raise CardError(f"{path}: no card.json; a model pack is a folder with model.keras and card.json") from error
+    except OSError as error:
+        raise CardError(f"{path}: cannot read the card ({error}); check the file permissions") from error
+    try:
+        document = json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise CardError(f"{path}: not valid JSON ({error})") from error
+    if not isinstance(document, dict):
+        raise CardError(f"{path}: a card is a JSON object")
+    return data, ModelCard.from_dict(document, source=str(path))
+
+
+def _same_folder(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve()
+    except OSError:
+        return False
+
+
+def origin_of(folder: str | Path) -> str:
+    """``"bundled"`` when ``folder`` is directly in the bundled models folder, else ``"user"``."""
+    return ORIGIN_BUNDLED if _same_folder(Path(folder).parent, core_paths.bundled_models_dir()) else ORIGIN_USER
+
+
+def load_pack(path: str | Path, verify_hash: bool = True, origin: str | None = None) -> ModelPack:
+    """Read a model pack folder and validate it: card, pins (bundled) or signature (user-installed), files.
 
     Parameters
     ----------
     path : str or Path
         The pack folder, or its ``card.json``.
     verify_hash : bool
-        Whether to check the SHA-256 of ``model.keras`` against the card (reads the whole file).
+        Whether to hash every file the card lists (reads the whole model).
+    origin : {"bundled", "user"}, optional
+        Where the pack comes from; default :func:`origin_of` (bundled when the folder is in the bundled models
+        folder). A bundled pack must match its pins; a user-installed one its ``card.sig`` when it has one.
 
     Returns
     -------
@@ -148,22 +202,41 @@ def load_pack(path: str | Path, verify_hash: bool = True) -> ModelPack:
     Raises
     ------
     CardError
-        ``card.json`` is missing, not JSON or invalid (see :meth:`ModelCard.from_dict`), or ``model.keras``
-        is missing.
+        ``card.json`` is missing, not JSON or invalid (see :meth:`ModelCard.from_dict`), or a file the card
+        lists is missing.
+    PackVerificationError
+        A bundled pack is not pinned or its card differs from the pinned one; a user-installed pack's
+        ``card.sig`` does not verify (:class:`PackSignatureError`), or it is unsigned while
+        ``ASDESK_REQUIRE_SIGNED_PACKS=1``.
     ModelHashMismatchError
-        ``verify_hash`` is true and ``model.keras`` does not have the card's SHA-256; the message names the
-        pack and both hashes and says to reinstall the pack.
+        ``verify_hash`` is true and a file does not have the card's SHA-256; the message names the pack, the
+        file and both hashes and says to reinstall the pack.
     """
     folder = Path(path)
     if folder.name == CARD_FILE and folder.is_file():
         folder = folder.parent
     if not folder.is_dir():
         raise CardError(f"{folder}: not a folder; a model pack is a folder with {MODEL_FILE} and {CARD_FILE}")
-    card = ModelCard.load(folder / CARD_FILE)
-    pack = ModelPack(path=folder, card=card)
-    if not pack.model_path.is_file():
-        raise CardError(f"model pack {card.id!r} at {folder}: no {MODEL_FILE} beside {CARD_FILE}; "
-                        "reinstall the pack")
+    origin = origin_of(folder) if origin is None else origin
+    if origin not in (ORIGIN_BUNDLED, ORIGIN_USER):
+        raise ValueError(f"origin must be {ORIGIN_BUNDLED!r} or {ORIGIN_USER!r}, got {origin!r}")
+    card_bytes, card = _read_card(folder)
+    files = card_files(card.raw, str(folder / CARD_FILE))
+    signer = ""
+    if origin == ORIGIN_BUNDLED:
+        check_pins(folder, card_bytes, files, card.id)
+    else:
+        signer = verify_signature(folder, card_bytes, card.id) or ""
+        if not signer and require_signed():
+            raise PackVerificationError(
+                f"user-installed model pack {card.id!r} at {folder} is not signed (no {SIGNATURE_FILE}) and "
+                "ASDESK_REQUIRE_SIGNED_PACKS is set; get a signed pack from its publisher, or unset "
+                "ASDESK_REQUIRE_SIGNED_PACKS to use unsigned packs (marked 'user-installed, unsigned')")
+    pack = ModelPack(path=folder, card=card, origin=origin, signer=signer)
+    for name in files:
+        if not (folder / name).is_file():
+            raise CardError(f"model pack {card.id!r} at {folder}: no {name} beside {CARD_FILE}, which its card "
+                            "lists; reinstall the pack")
     if verify_hash:
         pack.verify_hash()
     return pack
@@ -180,68 +253,218 @@ def default_pack_directories() -> list[Path]:
     return [core_paths.bundled_models_dir(), core_paths.user_models_dir()]
 
 
-def discover_packs(directories: Sequence[str | Path] | None = None,
-                   verify_hash: bool = False) -> tuple[list[ModelPack], list[str]]:
-    """Find the model packs installed in the bundled and user model folders.
+@dataclass(frozen=True)
+class PackProblem:
+    """A pack folder that cannot be used, and why.
 
-    Every sub-folder holding a ``card.json`` is a pack candidate. Invalid packs never stop the search:
-    they are reported in the error list.
+    Attributes
+    ----------
+    path : Path
+        The pack folder.
+    origin : str
+        ``"bundled"`` or ``"user"``.
+    reason : str
+        The error, naming the file, what was wrong and what to do.
+    pack_id : str
+        The card's id when the card could be read, else the folder name.
+    """
+
+    path: Path
+    origin: str
+    reason: str
+    pack_id: str = ""
+
+
+@dataclass(frozen=True)
+class PackScan:
+    """Everything found in the model folders.
+
+    Attributes
+    ----------
+    packs : list of ModelPack
+        The packs in use: one per id, sorted by id; a bundled pack's id always goes to the bundled pack.
+    alternates : list of ModelPack
+        User-installed packs whose id a bundled pack has: usable only by their :attr:`ModelPack.alias`
+        (``user:<id>``), never chosen automatically.
+    refused : list of PackProblem
+        Packs that failed to load or to verify (bad card, missing file, hash, pin or signature).
+    notes : list of str
+        Packs not used because another pack has their id (and alternates), with the reason.
+    """
+
+    packs: list[ModelPack] = field(default_factory=list)
+    alternates: list[ModelPack] = field(default_factory=list)
+    refused: list[PackProblem] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def errors(self) -> list[str]:
+        """One message per refused pack, then the notes (what :func:`discover_packs` returns)."""
+        return [problem.reason for problem in self.refused] + list(self.notes)
+
+
+def scan_packs(directories: Sequence[str | Path] | None = None, verify_hash: bool = False) -> PackScan:
+    """Find, verify and sort the model packs in the bundled and user model folders.
+
+    Every sub-folder holding a ``card.json`` is a pack candidate. A folder equal to the bundled models folder
+    holds bundled packs (checked against the pins); any other folder holds user-installed packs. Invalid packs
+    never stop the search: they are listed as refused.
 
     Parameters
     ----------
     directories : sequence of str or Path, optional
-        Folders to scan, in priority order; default :func:`default_pack_directories` (bundled, then
-        user). Missing folders are skipped silently.
+        Folders to scan; default :func:`default_pack_directories` (bundled, then user). Missing folders are
+        skipped silently.
     verify_hash : bool
-        Also check every ``model.keras`` against its card's SHA-256 (slow for many or large packs; the
-        engine checks it anyway before loading a model).
+        Also hash every file every card lists (slow for many or large packs; the engine checks anyway before
+        loading a model).
+
+    Returns
+    -------
+    PackScan
+    """
+    folders = [Path(d) for d in directories] if directories is not None else default_pack_directories()
+    bundled_dir = core_paths.bundled_models_dir()
+    scan = PackScan()
+    loaded: list[ModelPack] = []
+    reserved: set[str] = set()  # ids of bundled packs (lower case): never taken by a user pack
+    for directory in folders:
+        if not directory.is_dir():
+            continue
+        origin = ORIGIN_BUNDLED if _same_folder(directory, bundled_dir) else ORIGIN_USER
+        try:
+            candidates = sorted(p for p in directory.iterdir() if (p / CARD_FILE).is_file())
+        except OSError as error:
+            scan.refused.append(PackProblem(directory, origin, f"{directory}: cannot list model packs ({error})"))
+            continue
+        if origin == ORIGIN_BUNDLED:
+            from asdesk.inference.trust import bundled_pins
+
+            reserved.update(name.lower() for name in bundled_pins())
+            reserved.update(folder.name.lower() for folder in candidates)
+        for folder in candidates:
+            try:
+                pack = load_pack(folder, verify_hash=verify_hash, origin=origin)
+            except CardError as error:
+                pack_id = _card_id_or_folder(folder)
+                if origin == ORIGIN_BUNDLED:
+                    reserved.add(pack_id.lower())
+                scan.refused.append(PackProblem(folder, origin, str(error), pack_id))
+                LOGGER.warning("refusing model pack %s: %s", folder, error)
+                continue
+            if pack.card.id != folder.name:
+                LOGGER.info("model pack folder %s holds pack id %r", folder, pack.card.id)
+            if origin == ORIGIN_BUNDLED:
+                reserved.add(pack.card.id.lower())
+            if not pack.signer and origin == ORIGIN_USER:
+                LOGGER.info("model pack %s at %s is user-installed and unsigned", pack.card.id, folder)
+            loaded.append(pack)
+    chosen: dict[str, ModelPack] = {}
+    alternates: dict[str, ModelPack] = {}
+    for pack in loaded:
+        key = pack.card.id.lower()
+        if pack.origin == ORIGIN_USER and key in reserved:
+            pack = dataclasses.replace(pack, alias=USER_ID_PREFIX + pack.card.id)
+            table = alternates
+        else:
+            table = chosen
+        previous = table.get(key)
+        if previous is None:
+            table[key] = pack
+            continue
+        if previous.origin == ORIGIN_USER and _version_key(pack.card.version) > _version_key(previous.card.version):
+            winner, loser = pack, previous
+        else:  # a bundled pack is never displaced; otherwise the first found stays on equal versions
+            winner, loser = previous, pack
+        table[key] = winner
+        scan.notes.append(
+            f"model pack {loser.card.id!r} version {loser.card.version} at {loser.path} is not used: version "
+            f"{winner.card.version} at {winner.path} has the same id"
+            + (" and is bundled" if winner.origin == ORIGIN_BUNDLED
+               else " and a higher version" if _version_key(winner.card.version) != _version_key(loser.card.version)
+               else " and was found first")
+            + "; give a user-installed pack its own id")
+    for key, pack in alternates.items():
+        bundled = chosen.get(key)
+        message = (f"user-installed model pack {pack.card.id!r} version {pack.card.version} at {pack.path} has the "
+                   "id of a bundled pack" + (f" (version {bundled.card.version})" if bundled else "")
+                   + f"; it never replaces it: the bundled pack is used, and this one only when chosen "
+                   f"explicitly as {pack.alias!r} (--model {pack.alias})")
+        scan.notes.append(message)
+        LOGGER.warning(message)
+    scan.packs.extend(sorted(chosen.values(), key=lambda p: p.card.id))
+    scan.alternates.extend(sorted(alternates.values(), key=lambda p: p.card.id))
+    return scan
+
+
+def _card_id_or_folder(folder: Path) -> str:
+    try:
+        document = json.loads((folder / CARD_FILE).read_bytes())
+        if isinstance(document, dict) and isinstance(document.get("id"), str) and document["id"]:
+            return document["id"]
+    except (OSError, ValueError):
+        pass
+    return folder.name
+
+
+def discover_packs(directories: Sequence[str | Path] | None = None,
+                   verify_hash: bool = False) -> tuple[list[ModelPack], list[str]]:
+    """Find the model packs in use in the bundled and user model folders (see :func:`scan_packs`).
+
+    Parameters
+    ----------
+    directories : sequence of str or Path, optional
+        Folders to scan; default :func:`default_pack_directories` (bundled, then user).
+    verify_hash : bool
+        Also hash every file every card lists.
 
     Returns
     -------
     packs : list of ModelPack
-        Valid packs, one per id (see the module docstring for which copy wins), sorted by id.
+        The packs in use, one per id, sorted by id. User-installed packs with a bundled pack's id are not
+        among them (see :attr:`PackScan.alternates` and :func:`find_pack` with ``user:<id>``).
     errors : list of str
-        One message per pack that could not be used (bad card, missing model, hash mismatch) or that was
-        shadowed by another pack with the same id.
+        One message per pack that could not be used (bad card, missing file, hash, pin or signature
+        mismatch) or that is not used because another pack has its id.
     """
-    folders = [Path(d) for d in directories] if directories is not None else default_pack_directories()
-    chosen: dict[str, ModelPack] = {}
-    errors: list[str] = []
-    for directory in folders:
-        if not directory.is_dir():
-            continue
-        try:
-            candidates = sorted(p for p in directory.iterdir() if (p / CARD_FILE).is_file())
-        except OSError as error:
-            errors.append(f"{directory}: cannot list model packs ({error})")
-            continue
-        for folder in candidates:
-            try:
-                pack = load_pack(folder, verify_hash=verify_hash)
-            except CardError as error:
-                errors.append(str(error))
-                LOGGER.warning("skipping model pack %s: %s", folder, error)
-                continue
-            if pack.card.id != folder.name:
-                LOGGER.info("model pack folder %s holds pack id %r", folder, pack.card.id)
-            previous = chosen.get(pack.card.id)
-            if previous is None:
-                chosen[pack.card.id] = pack
-                continue
-            if _version_key(pack.card.version) > _version_key(previous.card.version):
-                winner, loser = pack, previous
-            else:
-                winner, loser = previous, pack
-            chosen[pack.card.id] = winner
-            message = (f"model pack {loser.card.id!r} version {loser.card.version} at {loser.path} is not "
-                       f"used: version {winner.card.version} at {winner.path} has the same id"
-                       + (" and a higher version" if winner.card.version != loser.card.version
-                          else " and was found first")
-                       + "; give a pack a higher version to make it the one used")
-            errors.append(message)
-            LOGGER.info(message)
-    packs = sorted(chosen.values(), key=lambda p: p.card.id)
-    return packs, errors
+    scan = scan_packs(directories, verify_hash=verify_hash)
+    return scan.packs, scan.errors
+
+
+def find_user_pack(pack_id: str, candidates: Iterable[ModelPack] | None = None,
+                   directories: Sequence[str | Path] | None = None) -> ModelPack:
+    """The user-installed pack chosen explicitly by ``user:<id>``.
+
+    Parameters
+    ----------
+    pack_id : str
+        ``user:<id>`` (prefix and id compared case-insensitively).
+    candidates : iterable of ModelPack, optional
+        Packs to choose from (e.g. ``scan.packs + scan.alternates``); default a :func:`scan_packs` of
+        ``directories``.
+    directories : sequence of str or Path, optional
+        Passed to :func:`scan_packs` when ``candidates`` is not given.
+
+    Raises
+    ------
+    ModelNotFoundError
+        No user-installed pack has that id.
+    """
+    if candidates is None:
+        scan = scan_packs(directories)
+        candidates = [*scan.packs, *scan.alternates]
+    candidates = list(candidates)
+    wanted = pack_id[len(USER_ID_PREFIX):].lower() if pack_id.lower().startswith(USER_ID_PREFIX) else pack_id.lower()
+    found = [p for p in candidates if p.origin == ORIGIN_USER and p.card.id.lower() == wanted]
+    if len(found) != 1:
+        users = [p.selection_id for p in candidates if p.origin == ORIGIN_USER]
+        raise ModelNotFoundError(f"no user-installed model pack with id {pack_id!r}; user-installed packs: "
+                                 f"{', '.join(users) or 'none'} (in {core_paths.user_models_dir()}); see "
+                                 "'asdesk models'")
+    pack = found[0]
+    LOGGER.warning("using the %s model pack %s version %s from %s, chosen explicitly as %r", pack.origin_label,
+                   pack.card.id, pack.card.version, pack.path, pack_id)
+    return pack
 
 
 def _describe(packs: Iterable[ModelPack]) -> str:
@@ -258,7 +481,8 @@ def find_pack(pack_id: str | None = None, modality: str = "", body_part: str = "
     ----------
     pack_id : str, optional
         Choose this pack (exact id; a case-insensitive match is accepted when unique). When given,
-        ``modality`` and ``body_part`` are ignored.
+        ``modality`` and ``body_part`` are ignored. ``user:<id>`` chooses a user-installed pack by its id,
+        also one whose id a bundled pack has (see :func:`find_user_pack`).
     modality : str
         The image's DICOM Modality (0008,0060), e.g. ``"MR"``, ``"CR"``; ``""`` for raster files
         (PNG/JPEG/TIFF). Matched case-insensitively against ``card.modalities``; a card accepts raster
@@ -267,7 +491,8 @@ def find_pack(pack_id: str | None = None, modality: str = "", body_part: str = "
         The image's Body Part Examined (0018,0015), e.g. ``"SPINE"``; ``""`` when unknown. Compared
         case-insensitively with ``card.body_parts``.
     packs : sequence of ModelPack, optional
-        Candidates; default the packs of :func:`discover_packs`.
+        Candidates; default the packs of :func:`discover_packs` (for ``user:<id>``: the packs and alternates of
+        :func:`scan_packs`).
 
     Returns
     -------
@@ -283,6 +508,8 @@ def find_pack(pack_id: str | None = None, modality: str = "", body_part: str = "
         No pack has that id, or no pack accepts that modality; the message lists the installed packs and
         says to choose one with ``--model``.
     """
+    if pack_id and pack_id.lower().startswith(USER_ID_PREFIX):
+        return find_user_pack(pack_id, packs)
     if packs is None:
         packs = discover_packs()[0]
     packs = list(packs)

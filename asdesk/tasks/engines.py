@@ -6,7 +6,9 @@ loaded in an :class:`EngineCache` and look them up by pack id, or by the modalit
 when no pack was named.
 
 The cache holds at most ``max_engines`` engines (least recently used are dropped first). Engines are keyed
-by pack id *and* the SHA-256 its card states, so a pack that was replaced on disk is loaded again.
+by the id the pack is chosen by, its folder *and* the SHA-256 its card states, so a pack that was replaced on
+disk is loaded again and a user-installed pack with a bundled pack's id (chosen as ``user:<id>``) never shares
+the bundled pack's engine.
 """
 
 from __future__ import annotations
@@ -51,8 +53,9 @@ class EngineCache:
         self.directories = None if directories is None else [Path(d) for d in directories]
         self.max_engines = int(max_engines)
         self._lock = threading.RLock()
-        self._engines: OrderedDict[tuple[str, str], InferenceEngine] = OrderedDict()
+        self._engines: OrderedDict[tuple[str, str, str], InferenceEngine] = OrderedDict()
         self._packs: list[ModelPack] | None = None
+        self._alternates: list[ModelPack] = []
         self._pack_errors: list[Any] = []
         self._routes: dict[tuple[str, str], ModelPack] = {}
 
@@ -65,6 +68,7 @@ class EngineCache:
         with self._lock:
             self._packs = None
             self._pack_errors = []
+            self._alternates = []
             self._routes.clear()
 
     def packs(self) -> tuple[list[ModelPack], list[Any]]:
@@ -79,24 +83,32 @@ class EngineCache:
         """
         with self._lock:
             if self._packs is None:
-                from asdesk.inference import discover_packs
+                from asdesk.inference import scan_packs
 
-                packs, errors = discover_packs(self.directories)
-                self._packs, self._pack_errors = list(packs), list(errors)
+                scan = scan_packs(self.directories)
+                self._packs, self._pack_errors = list(scan.packs), list(scan.errors)
+                self._alternates = list(scan.alternates)
                 LOGGER.info("found %d model pack(s), %d broken", len(self._packs), len(self._pack_errors))
             return list(self._packs), list(self._pack_errors)
 
     def find(self, pack_id: str | None = None, modality: str = "", body_part: str = "") -> ModelPack:
         """The pack with ``pack_id``, or the one whose card covers ``modality`` and ``body_part``.
 
+        ``user:<id>`` names a user-installed pack explicitly, also one whose id a bundled pack has (never
+        chosen otherwise; see :mod:`asdesk.inference.pack`).
+
         Raises
         ------
         ModelNotFoundError
             No pack has that id, or none covers that modality and body part.
         """
-        from asdesk.inference import find_pack
+        from asdesk.inference import USER_ID_PREFIX, find_pack, find_user_pack
 
         packs, _errors = self.packs()
+        if pack_id and pack_id.lower().startswith(USER_ID_PREFIX):
+            with self._lock:
+                alternates = list(self._alternates)
+            return find_user_pack(pack_id, [*packs, *alternates])
         if pack_id:
             return find_pack(pack_id=pack_id, packs=packs)
         route = ((modality or "").strip().upper(), (body_part or "").strip().upper())
@@ -116,7 +128,7 @@ class EngineCache:
         CardError, ModelHashMismatchError
             The pack cannot be loaded (see :class:`asdesk.inference.InferenceEngine`).
         """
-        key = (pack.card.id, pack.card.sha256)
+        key = (pack.selection_id, str(pack.path), pack.card.sha256)
         with self._lock:
             engine = self._engines.get(key)
             if engine is not None:
@@ -173,6 +185,7 @@ class EngineCache:
             self._engines.clear()
             self._packs = None
             self._pack_errors = []
+            self._alternates = []
             self._routes.clear()
 
 

@@ -201,13 +201,14 @@ def accepting_packs(metadata: ImageMetadata, packs: Sequence[ModelPack]) -> tupl
     Returns
     -------
     accepted : list of ModelPack
-        Sorted by id.
+        Bundled packs first, each group sorted by id.
     refused : dict
         Pack id -> reasons.
     """
     accepted: list[ModelPack] = []
     refused: dict[str, tuple[str, ...]] = {}
-    for pack in sorted(packs, key=lambda p: p.card.id):
+    # Bundled (validated, pinned) packs first, then by id: a user pack never wins a tie silently.
+    for pack in sorted(packs, key=lambda p: (getattr(p, "origin", "bundled") != "bundled", p.card.id)):
         reasons = metadata_reasons(pack.card, metadata)
         if reasons:
             refused[pack.card.id] = reasons
@@ -228,7 +229,8 @@ def choose_pack(metadata: ImageMetadata, packs: Sequence[ModelPack]) -> ModelPac
     Returns
     -------
     ModelPack
-        The first accepting pack by id (several accepting packs are logged; choose with ``--model``).
+        The first accepting pack, bundled packs before user-installed ones, then by id (several accepting
+        packs are logged; choose with ``--model``).
 
     Raises
     ------
@@ -272,7 +274,9 @@ def pack_for(metadata: ImageMetadata, packs: Sequence[ModelPack], model_id: str 
         No pack has ``model_id``; or (:class:`NoPackAcceptsError`) none was named and none accepts the image.
     """
     if model_id:
-        from asdesk.inference import find_pack
+        from asdesk.inference import USER_ID_PREFIX, find_pack, find_user_pack
 
+        if model_id.lower().startswith(USER_ID_PREFIX):
+            return find_user_pack(model_id, packs)
         return find_pack(pack_id=model_id, packs=packs)
     return choose_pack(metadata, packs)

@@ -411,7 +411,7 @@ def _screen_batch(
             outcomes[index] = (
                 ("result", result, engine)
                 if isinstance(result, AnalysisResult)
-                else ("error", _with_name(result, Path(batch[index].path)), engine.card.model_info())
+                else ("error", _with_name(result, Path(batch[index].path)), engine.info)
             )
     for item, (kind, value, extra) in zip(batch, outcomes, strict=True):
         if kind == "result":
@@ -452,7 +452,7 @@ def _classify_robustly(
 
 
 def _model_info(engine: InferenceEngine | None) -> ModelInfo | None:
-    return None if engine is None else engine.card.model_info()
+    return None if engine is None else engine.info
 
 
 def _write_report(
