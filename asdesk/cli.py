@@ -676,7 +676,8 @@ def command_models(args: argparse.Namespace) -> int:
     A pack that fails verification is listed as not usable, with the reason, never as in use. A user-installed
     pack with a bundled pack's id is listed as usable only explicitly, as ``user:<id>``.
     """
-    from asdesk.inference.pack import default_pack_directories, scan_packs
+    from asdesk.tasks.packs import pack_directories as default_pack_directories
+    from asdesk.tasks.packs import scan_packs
 
     scan = scan_packs(verify_hash=True)
     listed = [(pack, "in use") for pack in scan.packs]
@@ -740,14 +741,14 @@ def command_models(args: argparse.Namespace) -> int:
 
 def command_sign_pack(args: argparse.Namespace) -> int:
     """``asdesk sign-pack DIR --key KEY.pem``: write ``DIR/card.sig``, an Ed25519 signature over its card."""
-    from asdesk.inference.pack import ORIGIN_USER, load_pack
-    from asdesk.inference.trust import PackSignatureError, sign_pack
+    from asdesk.core import CardError
+    from asdesk.tasks.packs import load_user_pack, sign_pack
 
     target = sign_pack(args.pack, args.key)
     print(f"wrote {target}")
     try:
-        pack = load_pack(args.pack, verify_hash=False, origin=ORIGIN_USER)
-    except PackSignatureError as error:
+        pack = load_user_pack(args.pack)
+    except CardError as error:
         print(f"asdesk: warning: {_one_line(error)}; to have asdesk trust this key, add its public key to "
               "TRUSTED_KEYS in asdesk/inference/trust.py (python -m asdesk.inference.trust keygen prints it)",
               file=sys.stderr)

@@ -147,7 +147,7 @@ def choose_model(engines: EngineCache, model_id: str | None = None) -> str | Non
     SelfTestError
         ``model_id`` is not installed, or no model pack is installed at all.
     """
-    from asdesk.inference.pack import default_pack_directories
+    from asdesk.tasks.packs import pack_directories as default_pack_directories
 
     packs, errors = engines.packs()
     if not packs:
@@ -248,9 +248,9 @@ def run_self_test(
 
 
 def _run(model_id: str | None, folder: Path, started: float, clock: Callable[[], float]) -> str:
-    from asdesk.inference import configure_device
     from asdesk.report import write_pdf_report
     from asdesk.tasks import EngineCache, analyze_path
+    from asdesk.tasks.engines import configure_device
 
     frozen = bool(getattr(sys, "frozen", False))
     LOGGER.info("self-test of asdesk %s (%s) in %s", asdesk.__version__, "frozen" if frozen else "source",
