@@ -168,6 +168,9 @@ def choose_model(engines: EngineCache, model_id: str | None = None) -> str | Non
 
 
 def _check_result(result: AnalysisResult, report: Path) -> None:
+    if result.refused and result.model.pack_id == PREFERRED_MODEL_ID:
+        raise SelfTestError(f"the bundled knee sample was refused by {result.model.pack_id}: "
+                            f"{result.gate.text(result.model.pack_id)}; the pack's gates are broken: reinstall asdesk")
     probability = float(result.prediction.probability)
     if not 0.0 <= probability <= 1.0:  # also false for NaN
         raise SelfTestError(f"the model returned probability {probability!r}, expected a number in [0, 1]")

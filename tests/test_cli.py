@@ -188,9 +188,11 @@ def test_screen_of_pydicom_test_files_gives_every_file_a_row(which, tmp_path, ca
     assert len(keys) == len(set(keys)) == len(found.items)       # every visited file (frame) one row
     visited = {str(item.path) for item in found.items}
     assert {row["file"] for row in images} == visited
-    counts = {s: sum(row["status"] == s for row in images) for s in ("result", "error", "skipped")}
+    counts = {s: sum(row["status"] == s for row in images) for s in ("result", "refused", "error", "skipped")}
     studies = [row for row in rows if row["row_kind"] == "study"]
-    assert (f"{len(found.items)} file(s) or frame(s), {found.n_images} image(s) found, {counts['result']} analysed, "
+    analysed = counts["result"] + counts["refused"]  # refused: read and run, but outside the pack's gates
+    assert all(not row["probability"] for row in images if row["status"] == "refused")
+    assert (f"{len(found.items)} file(s) or frame(s), {found.n_images} image(s) found, {analysed} analysed, "
             f"{counts['error']} error(s), {counts['skipped']} not an image, {len(studies)} study row(s)") in out
     assert status == (3 if counts["error"] or any(r["status"] == "error" for r in studies) else 0)
     assert counts["result"] > 0
