@@ -14,6 +14,8 @@ lazily by :func:`feature_model`).
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,8 +44,7 @@ class ContentGate:
     components : numpy.ndarray
         float64 (k, D): orthonormal principal axes (rows).
     explained_variance : numpy.ndarray
-        float64 (k,): variance along each axis (eigenvalues of the feature covariance), each > ``noise_variance``
-        is not required but each must be > 0.
+        float64 (k,): variance along each axis (the largest eigenvalues of the feature covariance), > 0.
     noise_variance : float
         ``sigma^2`` > 0: the mean variance of the discarded directions.
     """
@@ -163,6 +164,30 @@ class ContentGate:
     def accepts(self, features: ArrayLike) -> NDArray[np.bool_]:
         """Whether each image is in distribution: ``distance <= threshold``, bool (N,)."""
         return self.distance(features) <= self.threshold
+
+
+def load_pack_gate(pack_dir: str | Path, block: Mapping[str, Any]) -> ContentGate:
+    """The gate a card's ``content_gate`` block describes, after checking the file's SHA-256.
+
+    Parameters
+    ----------
+    pack_dir : str or Path
+        The pack folder.
+    block : mapping
+        ``card["content_gate"]`` (``file``, ``sha256``, ``threshold``, ``feature_layer``).
+
+    Raises
+    ------
+    ValueError
+        The file's SHA-256 differs from the card's, or the file is not a gate.
+    OSError
+        The file cannot be read.
+    """
+    path = Path(pack_dir) / str(block["file"])
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    if block.get("sha256") and digest != str(block["sha256"]).lower():
+        raise ValueError(f"{path}: SHA-256 {digest[:12]} differs from the card's {str(block['sha256'])[:12]}")
+    return ContentGate.load(path, float(block["threshold"]), str(block["feature_layer"]))
 
 
 def feature_model(model: Any, layer_name: str) -> Any:  # noqa: ANN401
