@@ -134,12 +134,32 @@ def variants(cache: Path, pack_dir: Path) -> dict[str, tuple[Callable[[np.ndarra
     groups = np.array([s.patient for s in samples])
     train, validation = group_holdout(labels, groups, 0.15, 0)
     result = {}
-    for k in (8, 32, 128, 512):
+    for k in (8, 32, 128, 256, 512):
         gate = gate_from_features(features[train], k)
         result[f"ppca k={k}"] = (gate.distance, acceptance_threshold(gate.distance(features[validation])))
     for k in (1, 10, 50):
         score = knn_scorer(features[train], k)
         result[f"knn k={k}"] = (score, acceptance_threshold(score(features[validation])))
+    return result
+
+
+def sij_variants(cache: Path, pack_dir: Path) -> dict[str, tuple[Callable[[np.ndarray], np.ndarray], float]]:
+    """Alternative SIJ gates, each threshold nested (each patient's distances to a gate fitted on the others)."""
+    from asdesk.training.gatefit import acceptance_threshold, gate_from_features
+
+    pack = load_pack(pack_dir)
+    with np.load(cache / f"{pack.card.id}-{pack.card.sha256[:12]}-all.npz") as data:
+        features, keys = data["features"], data["kept"]
+    groups = np.array([str(k).split("#")[0] for k in keys])
+
+    def fitter(kind: str, k: int) -> Callable[[np.ndarray], Callable[[np.ndarray], np.ndarray]]:
+        return (lambda x: gate_from_features(x, k).distance) if kind == "ppca" else (lambda x: knn_scorer(x, k))
+
+    result = {}
+    for kind, k in (("ppca", 8), ("ppca", 32), ("ppca", 64), ("ppca", 128), ("knn", 1), ("knn", 10)):
+        make = fitter(kind, k)
+        held = np.concatenate([make(features[groups != p])(features[groups == p]) for p in np.unique(groups)])
+        result[f"{kind} k={k}"] = (make(features), acceptance_threshold(held))
     return result
 
 
@@ -160,9 +180,10 @@ def main(argv: list[str] | None = None) -> int:
             d = gate.distance(x)
             print(f"{name:60s} {len(d):6d} {int(np.sum(d <= gate.threshold)):8d} "
                   f"{np.mean(d <= gate.threshold):8.3f} {np.median(d) / gate.threshold:10.2f}")
-        if args.variants and pack_id == "knee-xray-oa":
-            options = variants(args.variants, pack_dir)
-            print("\nknee alternatives (threshold: 95% of validation patients pass), accepted fraction per set")
+        if args.variants:
+            options = (variants if pack_id == "knee-xray-oa" else sij_variants)(args.variants, pack_dir)
+            print(f"\n{pack_id} alternatives (threshold: 95% of validation / held-out patients pass), "
+                  "accepted fraction per set")
             print(f"{'set':60s} " + " ".join(f"{name:>10s}" for name in options))
             for name, x in features.items():
                 print(f"{name:60s} " + " ".join(f"{np.mean(score(x) <= t):10.3f}" for score, t in options.values()))

@@ -30,7 +30,7 @@ from asdesk.preprocess.pipeline import Normalise
 LOGGER = logging.getLogger(__name__)
 FEATURE_LAYER = "head_pool"
 TARGET_ACCEPTANCE = 0.95
-COMPONENT_CANDIDATES = (4, 8, 16, 32, 64, 128)
+COMPONENT_CANDIDATES = (4, 8, 16, 32, 64, 128, 256, 512)
 GATE_FILE = "content_gate.npz"
 REFERENCE = "Lee et al., NeurIPS 2018; Tipping & Bishop 1999"
 
