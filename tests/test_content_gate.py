@@ -226,3 +226,52 @@ def test_knee_training_patients_match_the_training_folder(shared_data):
     test = {s.patient for s in load_folder_dataset(root / "val", "2,3,4", "0,1", r"^(\d+)")}
     assert {hash_patient(salt, p) for p in train} == hashes
     assert not {hash_patient(salt, p) for p in test} & hashes
+
+
+def _features(pack_dir: Path, records: list) -> np.ndarray:
+    """head_pool features through the runtime path: card pipeline -> tensor -> model."""
+    from asdesk.inference import load_pack
+    from asdesk.inference.content_gate import feature_model
+    from asdesk.inference.runtime import load_model
+
+    pack = load_pack(pack_dir)
+    pipeline = pack.card.pipeline()
+    model = feature_model(load_model(pack.model_path), pack.card.content_gate["feature_layer"])
+    batch = np.stack([pipeline(record).tensor for record in records])
+    return np.asarray(model(batch, training=False)[0])
+
+
+def _testdata(*names: str) -> list[Path]:
+    pytest.importorskip("pydicom")
+    from pydicom.data import get_testdata_file
+
+    paths = [get_testdata_file(name) for name in names]
+    if not all(paths):
+        pytest.skip("pydicom-data test files not installed (pip install pydicom-data)")
+    return [Path(p) for p in paths]
+
+
+def test_knee_gate_refuses_chest_and_tibia_radiographs_and_accepts_knees(shared_data):
+    from asdesk.inference import load_pack
+    from asdesk.io import read_frames
+
+    card = load_pack(KNEE_PACK).card
+    gate = load_pack_gate(KNEE_PACK, card.content_gate)
+    others = _testdata("RG1_UNCR.dcm", "RG1_J2KR.dcm", "RG3_UNCR.dcm", "RG3_J2KR.dcm", "CT_small.dcm", "MR_small.dcm")
+    knees = sorted((shared_data / "knee-xray-kl" / "val").rglob("*.png"))[::40]
+    records = [r for p in others for r in read_frames(p)] + [r for p in knees for r in read_frames(p)]
+    accepted = gate.accepts(_features(KNEE_PACK, records))
+    assert not accepted[:len(others)].any()
+    assert accepted[len(others):].mean() >= 0.85, f"{accepted[len(others):].mean():.2f} of {len(knees)} knees"
+
+
+def test_sij_gate_refuses_radiographs_and_mr_small(shared_data):
+    from asdesk.inference import load_pack
+    from asdesk.io import read_frames
+
+    card = load_pack(SIJ_PACK).card
+    gate = load_pack_gate(SIJ_PACK, card.content_gate)
+    others = _testdata("MR_small.dcm", "RG1_UNCR.dcm", "RG3_UNCR.dcm")
+    knees = sorted((shared_data / "knee-xray-kl" / "val").rglob("*.png"))[::100]
+    records = [r for p in [*others, *knees] for r in read_frames(p)]
+    assert not gate.accepts(_features(SIJ_PACK, records)).any()

@@ -203,7 +203,8 @@ def feature_model(model: Any, layer_name: str) -> Any:  # noqa: ANN401
     Returns
     -------
     keras.Model
-        ``keras.Model(model.inputs, [layer output, model.output])``; call it with ``training=False``.
+        ``keras.Model(model.inputs, [layer output, model.output])`` (a single input is passed as a tensor);
+        call it with ``training=False`` on (N, h, w, 3) float32 tensors.
 
     Raises
     ------
@@ -216,4 +217,5 @@ def feature_model(model: Any, layer_name: str) -> Any:  # noqa: ANN401
         layer = model.get_layer(layer_name)
     except ValueError as error:
         raise ValueError(f"model {model.name!r} has no layer {layer_name!r} for the content gate") from error
-    return keras.Model(model.inputs, [layer.output, model.output])
+    inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs  # a single tensor: no structure warning
+    return keras.Model(inputs, [layer.output, model.output])
