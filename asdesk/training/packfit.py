@@ -243,7 +243,7 @@ def _fit_lopo(pack: Any, args: argparse.Namespace, sink: ProgressSink) -> dict[s
     before, after = expected_calibration_error(y, p), expected_calibration_error(y, nested)
     print(f"Platt slope {slope}, intercept {intercept}; ECE {before:.4f} -> {after:.4f} (nested) on {len(y)} slices")
     plot_reliability(pack.path / "evaluation" / "reliability.png", y, p, nested,
-                     title=f"{pack.card.id}: out-of-fold slices; calibrated per patient by a fit on the others")
+                     title=f"{pack.card.id}: out-of-fold slices (nested Platt fit)")
     calib = calibration_block(slope, intercept,
                               fitted_on=f"the out-of-fold predictions of all {len(y)} labelled slices "
                                         f"({len(set(g.tolist()))} patients; evaluation/predictions.csv)",
