@@ -307,7 +307,7 @@ def update_card(pack_dir: str | Path, **blocks: Any) -> Path:  # noqa: ANN401
     path = Path(pack_dir) / "card.json"
     card = json.loads(path.read_text(encoding="utf-8"))
     card.update(blocks)
-    path.write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+    path.write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return path
 
 
