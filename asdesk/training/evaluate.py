@@ -160,7 +160,9 @@ def main_evaluate(args: argparse.Namespace, progress: ProgressSink | None = None
     """Run ``asdesk evaluate``: score a model pack on a labelled folder it never saw.
 
     Writes ``metrics.json``, ``predictions.csv`` and plots into ``--out``; with ``--write-card`` the
-    measured block replaces the card's ``performance`` (the model file and its hash are untouched).
+    measured block replaces the card's ``performance`` (the model file and its hash are untouched), after
+    :func:`check_no_training_patients` has refused data that holds any patient who trained or validated
+    the model.
     """
     from asdesk.inference import InferenceEngine, find_pack
     from asdesk.training.datasets import load_folder_dataset, prepare_images
