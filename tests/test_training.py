@@ -134,3 +134,7 @@ def test_one_epoch_of_training_on_real_radiographs_writes_a_valid_pack(tmp_path)
     assert len(predictions) == 13
     for name in ("roc.png", "calibration.png", "confusion.png"):
         assert (tmp_path / "pack" / "evaluation" / name).stat().st_size > 1000
+    gate = card["content_gate"]
+    assert gate["feature_layer"] == "head_pool" and (tmp_path / "pack" / gate["file"]).is_file()
+    assert gate["validation_acceptance"] >= 0.95
+    assert len(card["training_patients"]["sha256"]) == card["training_data"]["n_patients"]

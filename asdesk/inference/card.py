@@ -154,6 +154,7 @@ class ModelCard:
                 raise CardError(f"{source}: malformed study_rule ({error!r})") from error
             if rule.kind != "top_k_mean" or rule.k < 1:
                 raise CardError(f"{source}: study_rule kind must be 'top_k_mean' with k >= 1")
+        _check_new_blocks(data, source)
         return cls(
             id=str(data["id"]), version=str(data["version"]), task=str(data["task"]),
             positive_label=positive, negative_label=negative,
@@ -210,6 +211,74 @@ class ModelCard:
         return name, self.operating_points[name].threshold
 
     @property
+    def content_gate(self) -> Mapping[str, Any] | None:
+        """The ``content_gate`` block (file, sha256, method, feature_layer, threshold, ...), or ``None``.
+
+        Load the gate with :func:`asdesk.inference.content_gate.load_pack_gate`.
+        """
+        return self.raw.get("content_gate") or None
+
+    @property
+    def calibration(self) -> tuple[float, float] | None:
+        """``(slope, intercept)`` of the card's Platt calibration, or ``None`` (raw probabilities).
+
+        Apply with :func:`asdesk.inference.calibration.calibrate`.
+        """
+        block = self.raw.get("calibration")
+        return (float(block["slope"]), float(block["intercept"])) if block else None
+
+    @property
+    def mr_planes(self) -> tuple[str, ...]:
+        """MR image planes the pack accepts (e.g. ``("CORONAL",)``); empty: the card sets none."""
+        return tuple(str(p).upper() for p in self.raw.get("mr_planes", ()))
+
+    @property
+    def mr_sequences(self) -> tuple[str, ...]:
+        """MR sequences the pack accepts (e.g. ``("STIR",)``); empty: the card sets none."""
+        return tuple(str(p).upper() for p in self.raw.get("mr_sequences", ()))
+
+    @property
+    def training_patients(self) -> tuple[str, frozenset[str]] | None:
+        """``(salt, {sha256(salt + patient id)})`` of every patient that trained or validated the model."""
+        block = self.raw.get("training_patients")
+        return (str(block["salt"]), frozenset(str(h).lower() for h in block["sha256"])) if block else None
+
+    @property
     def performance(self) -> Mapping[str, Any]:
         """The measured performance block, as written by ``asdesk evaluate``."""
         return self.raw.get("performance", {})
+
+
+def _check_new_blocks(data: Mapping[str, Any], source: str) -> None:
+    """Validate the optional ``content_gate``, ``calibration``, ``training_patients`` and MR blocks.
+
+    Raises
+    ------
+    CardError
+        A block is malformed: a gate without file/threshold/feature layer, a Platt slope that is not > 0,
+        training patients without a salt, or a plane/sequence list that is not a list of strings.
+    """
+    gate = data.get("content_gate")
+    if gate:
+        try:
+            threshold = float(gate["threshold"])
+            ok = bool(gate["file"]) and bool(gate["feature_layer"]) and threshold >= 0 and threshold == threshold
+        except (KeyError, TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise CardError(f"{source}: content_gate needs file, feature_layer and a threshold >= 0")
+    calibration = data.get("calibration")
+    if calibration:
+        try:
+            slope, intercept = float(calibration["slope"]), float(calibration["intercept"])
+        except (KeyError, TypeError, ValueError) as error:
+            raise CardError(f"{source}: malformed calibration ({error!r})") from error
+        if calibration.get("method", "platt") != "platt" or not slope > 0 or intercept != intercept:
+            raise CardError(f"{source}: calibration must be Platt scaling with slope > 0, got {calibration!r}")
+    patients = data.get("training_patients")
+    if patients and (not isinstance(patients.get("salt"), str) or not isinstance(patients.get("sha256"), list)):
+        raise CardError(f"{source}: training_patients needs a salt (str) and a sha256 list")
+    for key in ("mr_planes", "mr_sequences"):
+        value = data.get(key, [])
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise CardError(f"{source}: {key} must be a list of strings")

@@ -117,11 +117,52 @@ def write_evaluation_files(out: Path, model_id: str, labels: np.ndarray, probabi
                                                      default=float), encoding="utf-8")
 
 
+def check_no_training_patients(card: dict[str, Any] | Any, pack_id: str, samples: list) -> None:  # noqa: ANN401
+    """Refuse to write "held-out" metrics measured on patients that trained or validated the model.
+
+    Each sample's patient id is hashed with the card's ``training_patients.salt`` (``sha256(salt + id)``) and
+    looked up in ``training_patients.sha256``.
+
+    Parameters
+    ----------
+    card : mapping
+        The card document.
+    pack_id : str
+    samples : list of Sample
+        The evaluation data.
+
+    Raises
+    ------
+    DatasetError
+        Some patients are training patients (the message names how many patients and files and lists the
+        first files), or the card has no ``training_patients`` to check against.
+    """
+    from asdesk.training.datasets import DatasetError
+    from asdesk.training.gatefit import hash_patient
+
+    block = card.get("training_patients")
+    if not block:
+        raise DatasetError(f"model {pack_id} has no training_patients in its card, so asdesk cannot check that "
+                           "the evaluation patients are new; --write-card needs them (refit with "
+                           "python -m asdesk.training.gatefit)")
+    salt, known = str(block["salt"]), {str(h).lower() for h in block["sha256"]}
+    overlap = [s for s in samples if hash_patient(salt, s.patient) in known]
+    if overlap:
+        patients = sorted({s.patient for s in overlap})
+        files = [s.key for s in overlap]
+        shown = ", ".join(files[:10]) + (f" and {len(files) - 10} more" if len(files) > 10 else "")
+        raise DatasetError(f"{len(patients)} of the {len({s.patient for s in samples})} patients in this data "
+                           f"({len(files)} files) trained or validated model {pack_id}: {shown}; --write-card "
+                           "writes held-out metrics only from patients the model never saw")
+
+
 def main_evaluate(args: argparse.Namespace, progress: ProgressSink | None = None) -> int:
     """Run ``asdesk evaluate``: score a model pack on a labelled folder it never saw.
 
     Writes ``metrics.json``, ``predictions.csv`` and plots into ``--out``; with ``--write-card`` the
-    measured block replaces the card's ``performance`` (the model file and its hash are untouched).
+    measured block replaces the card's ``performance`` (the model file and its hash are untouched), after
+    :func:`check_no_training_patients` has refused data that holds any patient who trained or validated
+    the model.
     """
     from asdesk.inference import InferenceEngine, find_pack
     from asdesk.training.datasets import load_folder_dataset, prepare_images
@@ -133,6 +174,8 @@ def main_evaluate(args: argparse.Namespace, progress: ProgressSink | None = None
     engine.load()
     samples = load_folder_dataset(args.data, args.positive_labels, args.negative_labels,
                                   args.patient_pattern, args.patient_csv)
+    if args.write_card:
+        check_no_training_patients(pack.card.raw, pack.card.id, samples)
     images, errors = prepare_images(samples, engine.pipeline, sink)
     failed = {error.split(": ", 1)[0] for error in errors}
     keep = [i for i, s in enumerate(samples) if s.key not in failed]

@@ -16,6 +16,7 @@ import numpy as np
 
 import asdesk
 from asdesk.core import NullProgress, ProgressSink
+from asdesk.inference.calibration import calibrate
 from asdesk.preprocess import build_pipeline
 from asdesk.training.datasets import (
     DatasetError,
@@ -194,6 +195,8 @@ def main_train(args: argparse.Namespace, progress: ProgressSink | None = None) -
                          f"{median_epochs(tune_epochs) if config.fine_tune_epochs else 0})"})
         evaluated = (dataset.labels, oof, dataset.groups, [s.key for s in dataset.samples])
         model = final.model
+        oof_or_validation: tuple[np.ndarray, np.ndarray] = (np.arange(len(dataset.labels)), oof)
+        train_indices: np.ndarray | None = None
     else:
         train, validation = group_holdout(dataset.labels, dataset.groups, 0.15, config.seed)
         result = fit(dataset.images, dataset.labels, train, validation, config, pipeline.normalise, shape,
@@ -201,6 +204,8 @@ def main_train(args: argparse.Namespace, progress: ProgressSink | None = None) -
         model = result.model
         val_probabilities = forward(model, dataset.images[validation], pipeline.normalise)
         points = choose_operating_points(dataset.labels[validation], val_probabilities)
+        oof_or_validation = (validation, val_probabilities)
+        train_indices = train
         protocol.update({"n_train_images": int(len(train)), "n_validation_images": int(len(validation)),
                          "n_train_patients": int(len(np.unique(dataset.groups[train]))),
                          "n_validation_patients": int(len(np.unique(dataset.groups[validation]))),
@@ -217,6 +222,14 @@ def main_train(args: argparse.Namespace, progress: ProgressSink | None = None) -
                                             protocol="held-out test set: patients not in the training data")
             evaluated = (test.labels, test_probabilities, test.groups, [s.key for s in test.samples])
     card = build_card(args, spec, shape, points, performance, protocol, dataset, enhancement)
+    card.update(fit_gate_and_calibration(out, model, dataset, pipeline, train_indices, oof_or_validation,
+                                         evaluated, sink))
+    if args.task == "sij-stir":
+        card.update({"mr_planes": ["CORONAL"], "mr_sequences": ["STIR"]})
+    if "study_level" in performance and split in ("lopo", "group-kfold"):
+        from asdesk.training.packfit import nested_study_level
+
+        performance["study_level"] = nested_study_level(dataset.labels, oof, dataset.groups, args.study_top_k)
     if args.compare:
         card["comparison"] = [json.loads(Path(path).read_text(encoding="utf-8")) for path in args.compare]
     from asdesk.inference.pack import write_pack
@@ -236,6 +249,83 @@ def main_train(args: argparse.Namespace, progress: ProgressSink | None = None) -
         auc = metrics["auc"]
         print(f"AUC {auc['value']} (95% CI {auc['ci95'][0]}-{auc['ci95'][1]}) on {performance.get('dataset')}")
     return 0
+
+
+def fit_gate_and_calibration(out: Path, model: Any, dataset: Dataset, pipeline: Any,  # noqa: ANN401
+                              train: np.ndarray | None, held: tuple[np.ndarray, np.ndarray],
+                              evaluated: tuple | None, progress: ProgressSink) -> dict[str, Any]:
+    """The card's ``content_gate`` (and ``content_gate.npz`` in ``out``), ``calibration`` and
+    ``training_patients`` blocks for a newly trained pack.
+
+    Holdout: the gate is fitted on the training patients' pooled features and its threshold chosen on the
+    validation patients'; Platt scaling is fitted on the validation patients and its ECE measured on the test
+    set when there is one. Cross-validation: the gate's threshold is nested (each patient against a gate
+    fitted on the others), Platt scaling is fitted on the out-of-fold predictions and its ECE measured with
+    each patient calibrated by a fit on the other patients.
+
+    Parameters
+    ----------
+    train : numpy.ndarray or None
+        int64 indices of the holdout training images; ``None`` for cross-validation.
+    held : tuple
+        ``(indices, probabilities)``: the validation images and their probabilities (holdout), or all
+        images and their out-of-fold probabilities (cross-validation).
+    evaluated : tuple, optional
+        ``(labels, probabilities, groups, keys)`` of the test set (holdout with ``--test-data``).
+    """
+    from asdesk.training.calibration import (
+        calibration_block,
+        expected_calibration_error,
+        fit_platt,
+        nested_platt,
+        plot_reliability,
+    )
+    from asdesk.training.gatefit import extract_features, fit_gate, nested_gate, training_patients_block, write_gate
+
+    blocks: dict[str, Any] = {"training_patients": training_patients_block(np.unique(dataset.groups).tolist())}
+    features, _ = extract_features(model, dataset.images, pipeline.normalise, progress=progress)
+    indices, probabilities = held
+    labels, groups = dataset.labels, dataset.groups
+    try:
+        if train is not None:
+            gate, info = fit_gate(features[train], features[indices])
+            fitted_on = f"the {len(train)} training images of the holdout split"
+            chosen_on = f"the {len(indices)} validation images (other patients)"
+        else:
+            gate, info = nested_gate(features, groups)
+            fitted_on = f"all {len(groups)} training images"
+            chosen_on = "nested: each patient's distances to a gate fitted on the other patients"
+        blocks["content_gate"] = write_gate(out, gate, info, fitted_on, chosen_on)
+    except ValueError as error:
+        LOGGER.warning("no content gate fitted: %s", error)
+    y, p = labels[indices], probabilities
+    try:
+        slope, intercept = (round(v, 6) for v in fit_platt(y, p))
+    except ValueError as error:
+        LOGGER.warning("no calibration fitted: %s", error)
+        return blocks
+    plot = out / "evaluation" / "reliability.png"
+    if train is not None and evaluated is not None:
+        test_labels, test_probabilities = evaluated[0], evaluated[1]
+        after = calibrate(test_probabilities, slope, intercept)
+        before_ece, after_ece = (expected_calibration_error(test_labels, q) for q in (test_probabilities, after))
+        plot_reliability(plot, test_labels, test_probabilities, after, "reliability on the held-out test set")
+        blocks["calibration"] = calibration_block(slope, intercept, f"the {len(y)} validation images",
+                                                  before_ece, after_ece, "the held-out test set (--test-data)")
+    elif train is None:
+        try:
+            nested = nested_platt(y, p, groups[indices])
+        except ValueError as error:
+            LOGGER.warning("no calibration fitted: nested Platt fit failed (%s)", error)
+            return blocks
+        before_ece, after_ece = expected_calibration_error(y, p), expected_calibration_error(y, nested)
+        plot_reliability(plot, y, p, nested, "out-of-fold; calibrated per patient by a fit on the others")
+        blocks["calibration"] = calibration_block(
+            slope, intercept, f"the out-of-fold predictions of all {len(y)} images", before_ece, after_ece,
+            "nested: each patient calibrated by a Platt fit on the other patients' out-of-fold predictions")
+    else:
+        LOGGER.warning("no calibration written: without --test-data its ECE cannot be measured on other patients")
+    return blocks
 
 
 def _auc(labels: np.ndarray, probabilities: np.ndarray) -> float | None:
