@@ -462,10 +462,12 @@ def _print_result(
         )
         study = result.study_prediction
         if result.refused:
-            print("  study finding: none: every slice was refused (outside what the model was validated for)",
-                  file=out)
+            print(f"  study finding: none: {result.n_refused} of {len(result.slices)} slices were refused, so the "
+                  "series is outside what the model was validated for (--force gives a result marked so)", file=out)
         else:
-            print(f"  study finding: {study.finding}", file=out)
+            overridden = sum(1 for item in result.slices if item.gate.overridden)
+            mark = f" [OUTSIDE VALIDATED USE: {overridden} refused slice(s) overridden]" if overridden else ""
+            print(f"  study finding: {study.finding}{mark}", file=out)
             print(
                 f"  study score {result.study_probability:.3f} (threshold {study.threshold:.3f}); rule: "
                 f"{result.study_rule}",
@@ -486,7 +488,7 @@ def _print_result(
                 file=out,
             )
     first = result.slices[0] if isinstance(result, SeriesResult) else result
-    if not all(item.refused for item in (result.slices if isinstance(result, SeriesResult) else (result,))):
+    if not (result.refused if isinstance(result, SeriesResult) else result.refused):
         for line in held_out_evidence(card.raw, first.prediction.operating_point).lines()[:1]:
             print(f"  {line}", file=out)
     origin = getattr(_first_model(result), "origin", "")  # bundled / user-installed (signed or not)

@@ -318,8 +318,12 @@ class SeriesResult:
 
     @property
     def refused(self) -> bool:
-        """Every slice was refused by the model's gates: the series has no finding."""
-        return bool(self.slices) and all(result.refused for result in self.slices)
+        """More than half of the slices were refused by the model's gates: the series has no study finding.
+
+        A study result is never made of a small, convenient subset of a series: when most slices are outside
+        what the model was validated for, so is the series.
+        """
+        return bool(self.slices) and 2 * self.n_refused > len(self.slices)
 
     @property
     def n_refused(self) -> int:

@@ -486,7 +486,8 @@ class ResultsPanel(QWidget):
         if series is not None and series.refused:
             self.study_label.setText(
                 f"<span style='font-size:large'>Study: <b style='color:{REFUSED_COLOUR}'>not analysed</b></span>"
-                " — every slice is outside what the model was validated for")
+                f" — {series.n_refused} of {len(series.slices)} slices are outside what the model was validated "
+                "for, so the series is too")
         elif series is not None:
             study = series.study_prediction
             colour = POSITIVE_COLOUR if study.positive else NEGATIVE_COLOUR

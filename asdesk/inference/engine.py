@@ -18,7 +18,7 @@ import numpy as np
 
 from asdesk.core import CancelToken, CardError, ImageRecord
 from asdesk.inference.gradcam import GradCam, map_on_image
-from asdesk.inference.pack import ModelPack, sha256_file
+from asdesk.inference.pack import ModelPack
 from asdesk.inference.runtime import configure_device, input_fits, load_model, model_input_shape
 
 LOGGER = logging.getLogger(__name__)
@@ -163,22 +163,14 @@ class InferenceEngine:
             LOGGER.warning("model pack %s has no content gate: only its metadata gate checks what it is given",
                            self.card.id)
             return
-        from asdesk.inference.content_gate import ContentGate, feature_model
+        from asdesk.inference.content_gate import feature_model, load_pack_gate
 
-        path = self.pack.path / str(spec.get("file", "content_gate.npz"))
-        expected = str(spec.get("sha256", "")).lower()
-        if not path.is_file():
-            raise CardError(f"model pack {self.card.id!r}: its card names a content gate {path.name} that is "
-                            "missing; reinstall the pack")
-        if expected and sha256_file(path) != expected:
-            raise CardError(f"model pack {self.card.id!r}: {path.name} does not match the SHA-256 in its card; "
-                            "the pack was altered or damaged: reinstall it")
         layer = str(spec.get("feature_layer", "head_pool"))
         try:
-            self.content_gate = ContentGate.load(path, threshold=float(spec["threshold"]), feature_layer=layer)
+            self.content_gate = load_pack_gate(self.pack.path, spec)
         except (KeyError, TypeError, ValueError, OSError) as error:
-            raise CardError(f"model pack {self.card.id!r}: cannot read its content gate {path.name} "
-                            f"({error}); reinstall the pack") from error
+            raise CardError(f"model pack {self.card.id!r}: its content gate {spec.get('file')} cannot be used "
+                            f"({error}); the pack was altered or damaged: reinstall it") from error
         import tensorflow as tf
 
         features_model = feature_model(model, layer)

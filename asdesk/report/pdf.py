@@ -11,6 +11,7 @@ fonts in points, so the result does not depend on the screen's DPI.
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import math
 import os
@@ -503,6 +504,11 @@ def _build_html(result: AnalysisResult | SeriesResult, card: Mapping[str, Any], 
     refused = result.refused if series else shown.refused
     if refused:
         gate_text = shown.gate.text(model.pack_id)
+        if series:
+            first_refused = next(item for item in result.slices if item.refused)
+            gate_text = (f"{result.n_refused} of {len(result.slices)} slices are "
+                         + first_refused.gate.text(model.pack_id) + " (e.g. slice "
+                         + _slice_label(first_refused) + ")")
         box.append('<p><span class="label">Not analysed</span><br><span class="refused">'
                    f"{_esc(gate_text[:1].upper() + gate_text[1:])}</span></p>")
         box.append('<p class="small">No finding is given for an image outside what the model was made for. '
@@ -566,12 +572,13 @@ def _build_html(result: AnalysisResult | SeriesResult, card: Mapping[str, Any], 
     # --- images
     b.heading("Image and Grad-CAM")
     b.add(f'<table width="100%" cellspacing="0" cellpadding="{px(1)}"><tr>'
-          + _image_cells(builder, shown, document, keep) + "</tr></table>")
+          + _image_cells(builder, dataclasses.replace(shown, overlay=None) if refused else shown, document, keep)
+          + "</tr></table>")
     shown_text = _esc(Path(meta.source).name)
     if series:
         shown_text = (f"Shown: the slice with the highest probability, {shown_text} "
                       f"({_esc(_slice_label(shown))})")
-    if shown.refused:
+    if refused:
         b.add(f'<p class="caption">{shown_text}: refused; no heat map is shown for an image outside what the '
               "model was validated for.</p>")
     else:

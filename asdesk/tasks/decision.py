@@ -62,16 +62,16 @@ def calibrate(probability: float | np.ndarray, calibration: Mapping[str, Any] | 
     """
     if not calibration:
         return probability
+    from asdesk.inference.calibration import calibrate as platt
+
     method = str(calibration.get("method", ""))
     if method != "platt":
         raise CardError(f"unknown calibration method {method!r} in the model card; asdesk knows 'platt'")
-    slope, intercept = float(calibration.get("slope", float("nan"))), float(calibration.get("intercept", 0.0))
-    if not (math.isfinite(slope) and slope > 0 and math.isfinite(intercept)):
-        raise CardError(f"the card's Platt calibration has slope {slope} and intercept {intercept}; the slope "
-                        "must be a positive number: re-fit the calibration")
-    values = np.clip(np.asarray(probability, dtype=np.float64), _EPSILON, 1.0 - _EPSILON)
-    logits = np.log(values) - np.log1p(-values)
-    calibrated = 1.0 / (1.0 + np.exp(-(slope * logits + intercept)))
+    try:
+        calibrated = platt(probability, float(calibration.get("slope", float("nan"))),
+                           float(calibration.get("intercept", 0.0)))
+    except (TypeError, ValueError) as error:
+        raise CardError(f"the card's Platt calibration is invalid ({error}): re-fit the calibration") from error
     if np.ndim(probability) == 0:
         return float(calibrated)
     return calibrated
@@ -163,9 +163,10 @@ def study_result(values: Sequence[float], rule: StudyRule, positive_label: str =
 def study_decision(slices: Sequence[AnalysisResult], card: ModelCard) -> tuple[float, Prediction, str]:
     """The study-level result of a series, by the rule its model card states.
 
-    Refused slices (outside the model's validated use, not overridden) take no part; when every slice is
-    refused the result is computed from all of them for the record, and :attr:`SeriesResult.refused` tells
-    every display to show no study finding.
+    Refused slices (outside the model's validated use, not overridden) take no part; when more than half of
+    the slices are refused the series is refused (:attr:`SeriesResult.refused`: no study finding is shown; the
+    score is computed from all slices for the record only), so a study result is never made of a small,
+    convenient subset of a series.
 
     Parameters
     ----------
@@ -190,12 +191,16 @@ def study_decision(slices: Sequence[AnalysisResult], card: ModelCard) -> tuple[f
     """
     if not slices:
         raise ValueError("a study needs at least one analysed slice")
-    usable = [r for r in slices if not r.refused] or list(slices)  # all refused: kept for audit, not shown
+    refused = sum(1 for r in slices if r.refused)
+    series_refused = 2 * refused > len(slices)
+    # Most slices refused: the series is outside the model's validated use; the score is kept for audit only.
+    usable = list(slices) if series_refused else [r for r in slices if not r.refused]
     raw = [r.prediction.raw_probability if r.prediction.raw_probability is not None else r.prediction.probability
            for r in usable]
-    note = f" ({len(slices) - len(usable)} refused slice(s) left out)" if len(usable) < len(slices) else ""
-    if all(r.refused for r in slices):
-        note = " (every slice was refused: no study finding is shown)"
+    note = f" ({refused} refused slice(s) left out)" if refused and not series_refused else ""
+    if series_refused:
+        note = (f" ({refused} of {len(slices)} slices were refused: the series is outside what the model was "
+                "validated for and no study finding is shown)")
     rule = card.study_rule
     if rule is not None:
         score, prediction = study_result(raw, rule, card.positive_label, card.negative_label)

@@ -539,9 +539,9 @@ def _write_one_study(
     error = ""
     model: ModelInfo | None = None
     card = None
-    if not scored and refused and len(refused) == len(rows):
-        error = (f"refused: every slice of this series ({len(rows)}) is outside what {model_id} was validated for: "
-                 "no study result")
+    if refused and 2 * len(refused) > len(rows):
+        error = (f"refused: {len(refused)} of the {len(rows)} slices of this series are outside what {model_id} was "
+                 "validated for: the series is too, no study result")
     elif not scored:
         error = f"no slice of this series ({len(rows)}) could be analysed: no study result"
     else:
