@@ -48,10 +48,18 @@ def test_screening_the_knee_val_set_reproduces_the_cards_auc(tmp_path, shared_da
         rows = list(csv.DictReader(handle))
     assert len(rows) == card["performance"]["n_images"] == 826
     labels = np.array([int(Path(r["file"]).parent.name) >= 2 for r in rows], dtype=int)
-    probabilities = np.array([float(r["probability"]) for r in rows])
+    outputs = np.array([float(r["model_output"]) for r in rows])  # the raw output, refused images included
     assert {r["model_id"] for r in rows} == {"knee-xray-oa"}
-    assert roc_auc_score(labels, probabilities) == pytest.approx(card["performance"]["metrics"]["auc"]["value"],
-                                                                 abs=6e-4)
+    assert roc_auc_score(labels, outputs) == pytest.approx(card["performance"]["metrics"]["auc"]["value"], abs=6e-4)
+    # the content gate accepts held-out knees at about the rate the card states (95% of validation images)
+    accepted = np.array([r["status"] == "result" for r in rows])
+    assert summary.n_refused == int((~accepted).sum())
+    assert abs(accepted.mean() - card["content_gate"]["validation_acceptance"]) < 0.03, accepted.mean()
+    # the probability shown (calibrated, monotone) ranks accepted images exactly as the raw output does
+    shown = np.array([float(r["probability"]) for r, ok in zip(rows, accepted, strict=True) if ok])
+    assert roc_auc_score(labels[accepted], shown) == pytest.approx(roc_auc_score(labels[accepted], outputs[accepted]))
+    assert all(not r["probability"] and r["finding"] == "refused" for r, ok in zip(rows, accepted, strict=True)
+               if not ok)
 
 
 @requires_shared("data/sij-mri-dicom")
@@ -59,11 +67,36 @@ def test_stir_series_gets_a_study_result_from_the_sij_pack(shared_data):
     from asdesk.core import SeriesResult
     from asdesk.tasks import analyze_path
 
-    result = analyze_path(shared_data / "sij-mri-dicom" / "patient1" / "STIR")
-    assert isinstance(result, SeriesResult)
+    stir = shared_data / "sij-mri-dicom" / "patient1" / "STIR"
+    # This study (another site) lies beyond the content gate for most slices: the series is refused as a whole
+    # rather than judged on the few slices that pass.
+    refused = analyze_path(stir, gradcam=False)
+    assert isinstance(refused, SeriesResult) and refused.refused and 2 * refused.n_refused > 15
+    result = analyze_path(stir, force=True)  # the reader's override: every slice judged, marked as such
+    assert isinstance(result, SeriesResult) and not result.refused
     assert len(result.slices) == 15
+    assert all(s.gate.overridden for s in result.slices if s.gate.reasons)
     assert {s.model.pack_id for s in result.slices} == {"sij-mri-stir-inflammation"}
-    top3 = sorted((s.prediction.probability for s in result.slices), reverse=True)[:3]
+    top3 = sorted((s.prediction.raw_probability for s in result.slices), reverse=True)[:3]
     assert result.study_probability == pytest.approx(float(np.mean(top3)), abs=1e-6)
     for analysis in result.slices:
         assert analysis.heatmap is not None and analysis.heatmap.shape == analysis.record.shape
+
+
+@requires_shared("data/knee-xray-kl/val")
+def test_a_confident_negative_knee_shows_no_hot_map_and_a_positive_does(shared_data):
+    """KL 0 knee at a low probability: its Grad-CAM overlay is invisible (a map scaled by the probability stays
+    below the overlay's transparency floor); a KL 4 knee at a high probability shows a strong one. Both peak
+    inside the region the model saw, never in the padding."""
+    from asdesk.tasks import analyze_path
+
+    negative = analyze_path(shared_data / "knee-xray-kl" / "val" / "0" / "9006140L.png", model_id="knee-xray-oa")
+    assert not negative.refused and negative.prediction.probability < 0.1
+    assert negative.heatmap.max() <= negative.prediction.probability + 1e-6
+    assert int(negative.overlay[..., 3].max()) == 0  # nothing drawn
+    folder = shared_data / "knee-xray-kl" / "val" / "4"
+    positive = max((analyze_path(path, model_id="knee-xray-oa") for path in sorted(folder.glob("*.png"))[:6]),
+                   key=lambda r: -1.0 if r.refused else r.prediction.probability)
+    assert positive.prediction.probability > 0.8
+    assert positive.heatmap.max() == pytest.approx(positive.prediction.probability, abs=0.02)
+    assert int(positive.overlay[..., 3].max()) > 80

@@ -203,7 +203,7 @@ class ImageViewer(QWidget):
         self.colour_bar = pg.ColorBarItem(values=(0.0, 1.0), colorMap=pg.colormap.get(OVERLAY_COLOUR_MAP),
                                           interactive=False, width=14, colorMapMenu=False)
         self.colour_bar_title = pg.LabelItem("Grad-CAM × p", color="#dddddd", size="9pt")
-        self.colour_bar_title.setMaximumWidth(70)
+        self.colour_bar_title.setMaximumWidth(96)
         self.colour_bar_title.setMaximumHeight(22)
         self.graphics.addItem(self.colour_bar_title, row=0, col=1)
         self.graphics.addItem(self.colour_bar, row=1, col=1)
