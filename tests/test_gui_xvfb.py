@@ -22,26 +22,39 @@ from conftest import SHARED_DATA, requires_shared
 REPO = Path(__file__).resolve().parents[1]
 DATA = SHARED_DATA
 STIR_DIR = DATA / "sij-mri-dicom" / "patient1" / "STIR"
+KNEE_KL4 = DATA / "knee-xray-kl" / "val" / "4" / "9693806R.png"  # held-out KL 4 knee: OA at p > 0.99, accepted
 DRIVER = REPO / "tests" / "gui_xvfb" / "run_window.py"
 
 pytestmark = [
     pytest.mark.gui,
     pytest.mark.skipif(shutil.which("xvfb-run") is None, reason="xvfb-run is not installed (apt install xvfb)"),
-    requires_shared("data/sij-mri-dicom"),
+    requires_shared("data/sij-mri-dicom", "data/knee-xray-kl"),
 ]
 
 
-def test_real_window_under_xvfb_shows_the_overlay(tmp_path: Path):
-    out = tmp_path / "stir-window.png"
+def _drive_window(tmp_path: Path, path: Path, out: Path) -> dict:
     env = {key: value for key, value in os.environ.items() if key != "QT_QPA_PLATFORM"}
     env.update(ASDESK_HOME=str(tmp_path / "home"), TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(REPO))
     command = ["xvfb-run", "-a", "-s", "-screen 0 1600x1000x24", sys.executable, str(DRIVER), "--out", str(out),
-               "--timeout", "240", str(STIR_DIR)]
+               "--timeout", "240", str(path)]
     completed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=400, check=False)
     stdout = completed.stdout
     assert completed.returncode == 0, f"driver failed ({completed.returncode}):\n{stdout}\n{completed.stderr[-3000:]}"
-    summary = json.loads(stdout[stdout.index("{"):])
-    assert summary["platform"] == "xcb" and summary["images"] == 15 and summary["overlay_visible"]
+    return json.loads(stdout[stdout.index("{"):])
+
+
+def test_a_refused_series_shows_no_map_and_says_why(tmp_path: Path):
+    """The SI-joint STIR study of another site lies beyond the STIR pack's content gate for most slices: the
+    window shows the images, no heat map, and the refusal."""
+    summary = _drive_window(tmp_path, STIR_DIR, tmp_path / "stir-window.png")
+    assert summary["platform"] == "xcb" and summary["images"] == 15 and not summary["overlay_visible"]
+    assert any("refused by sij-mri-stir-inflammation" in notice for notice in summary["notices"]), summary
+
+
+def test_real_window_under_xvfb_shows_the_overlay(tmp_path: Path):
+    out = tmp_path / "knee-window.png"
+    summary = _drive_window(tmp_path, KNEE_KL4, out)
+    assert summary["platform"] == "xcb" and summary["images"] == 1 and summary["overlay_visible"]
     assert summary["window_shown_s"] < summary["result_s"]  # the window was up before the first result
     assert not summary["notices"], summary["notices"]
     from PIL import Image

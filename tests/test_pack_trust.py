@@ -325,7 +325,7 @@ def test_every_file_the_card_lists_is_verified(installed_pack):
     gate = installed_pack / "content_gate.npz"
     gate.write_bytes(b"gate statistics")
     edit_card(installed_pack, content_gate={"file": "content_gate.npz", "sha256": sha256_file(gate),
-                                            "threshold": 3.0})
+                                            "threshold": 3.0, "feature_layer": "head_pool"})
     pack = load_pack(installed_pack, verify_hash=True)
     assert pack.files() == {"model.keras": pack.card.sha256, "content_gate.npz": sha256_file(gate)}
     gate.write_bytes(b"other statistics")
@@ -334,7 +334,8 @@ def test_every_file_the_card_lists_is_verified(installed_pack):
     gate.unlink()
     with pytest.raises(CardError, match="no content_gate.npz"):
         load_pack(installed_pack, verify_hash=False)
-    edit_card(installed_pack, content_gate={"file": "../outside.npz", "sha256": "0" * 64})
+    edit_card(installed_pack, content_gate={"file": "../outside.npz", "sha256": "0" * 64, "threshold": 3.0,
+                                            "feature_layer": "head_pool"})
     with pytest.raises(CardError, match="inside it"):
         load_pack(installed_pack, verify_hash=False)
 
@@ -343,7 +344,8 @@ def test_bundled_pins_cover_every_listed_file(install, monkeypatch):
     bundled, _user = install
     gate = bundled / KNEE / "content_gate.npz"
     gate.write_bytes(b"gate")
-    edit_card(bundled / KNEE, content_gate={"file": "content_gate.npz", "sha256": sha256_file(gate)})
+    edit_card(bundled / KNEE, content_gate={"file": "content_gate.npz", "sha256": sha256_file(gate),
+                                            "threshold": 3.0, "feature_layer": "head_pool"})
     monkeypatch.setitem(pin_module.BUNDLED_PINS, KNEE, trust.compute_pins(bundled / KNEE))
     assert set(pin_module.BUNDLED_PINS[KNEE]) == {"card.json", "model.keras", "content_gate.npz"}
     assert load_pack(bundled / KNEE, verify_hash=True).origin == "bundled"

@@ -55,6 +55,9 @@ def test_screening_the_knee_val_set_reproduces_the_cards_auc(tmp_path, shared_da
     accepted = np.array([r["status"] == "result" for r in rows])
     assert summary.n_refused == int((~accepted).sum())
     assert abs(accepted.mean() - card["content_gate"]["validation_acceptance"]) < 0.03, accepted.mean()
+    grades = np.array([int(Path(r["file"]).parent.name) for r in rows])
+    by_grade = {grade: float(accepted[grades == grade].mean()) for grade in range(5)}
+    assert min(by_grade.values()) >= 0.8, by_grade  # severe OA (KL 4) is not the grade the gate refuses
     # the probability shown (calibrated, monotone) ranks accepted images exactly as the raw output does
     shown = np.array([float(r["probability"]) for r, ok in zip(rows, accepted, strict=True) if ok])
     assert roc_auc_score(labels[accepted], shown) == pytest.approx(roc_auc_score(labels[accepted], outputs[accepted]))

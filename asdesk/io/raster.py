@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import warnings
+import zlib
 from pathlib import Path
 
 import cv2
@@ -79,26 +80,44 @@ def header_size(path: Path, content: bytes, fmt: str) -> tuple[int, int]:
 
 
 def _check_png_data(path: Path, content: bytes, width: int, height: int) -> None:
-    """A PNG's compressed data cannot be much larger than the raw image its IHDR announces."""
-    position, idat = 8, 0
-    bit_depth = color_type = 0
+    """A PNG's image data must decompress to exactly the size its IHDR announces (PNG spec, sec. 7-8).
+
+    The zlib stream is inflated with a bound of one byte past the announced size, so a damaged header or a
+    decompression bomb never allocates more than the image the header claims (which :func:`check_pixel_count`
+    has already bounded). Interlaced (Adam7) images are only checked for excess data.
+    """
+    position = 8
+    bit_depth = color_type = interlace = 0
+    data = bytearray()
     while position + 8 <= len(content):
         length = int.from_bytes(content[position : position + 4], "big")
         chunk = content[position + 4 : position + 8]
-        if chunk == b"IHDR" and length >= 10:
+        if chunk == b"IHDR" and length >= 13:
             bit_depth, color_type = content[position + 16], content[position + 17]
+            interlace = content[position + 20]
         elif chunk == b"IDAT":
-            idat += length
+            data += content[position + 8 : position + 8 + length]
         elif chunk == b"IEND":
             break
         position += 12 + length
     channels = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}.get(color_type, 4)
     raw = height * (1 + (width * channels * max(bit_depth, 1) + 7) // 8)
-    if idat > 2 * raw + 4096:
+    bound = raw + raw // 3 + 64 if interlace else raw  # Adam7 adds filter bytes per pass row
+    try:
+        inflated = zlib.decompressobj().decompress(bytes(data), bound + 1)
+    except zlib.error:
+        return  # a broken stream: the decoder reports it with its own words
+    if len(inflated) > bound:
         raise ReadError(
             path,
-            f"the PNG header says {width} x {height} pixels but the file holds {idat:,} bytes of image data, "
-            f"more than such an image can need ({raw:,} bytes uncompressed): the header is damaged",
+            f"the PNG header says {width} x {height} pixels but the file holds more image data than such an image "
+            f"has ({raw:,} bytes uncompressed): the header is damaged",
+        )
+    if not interlace and len(inflated) < raw and len(data) > 0:
+        raise ReadError(
+            path,
+            f"the PNG header says {width} x {height} pixels but the file holds only {len(inflated):,} of the "
+            f"{raw:,} bytes of image data such an image needs: the file is truncated or its header is damaged",
         )
 
 

@@ -313,6 +313,11 @@ def screen_folder(
     sink.start(len(todo), f"Screening {folder.name or folder}")
     try:
         with ScreeningCsv(csv_path) as log:
+            marker = DecodeMarker(Path(csv_path))
+            crashed = marker.crashed_on()
+            if crashed is not None and not retry_errors:
+                todo = _record_crash(crashed, todo, log, summary)
+            marker.clear()
 
             def write_error(item: ScanItem, message: str, model: ModelInfo | None) -> None:
                 if item.kind == "skipped":
@@ -350,6 +355,7 @@ def screen_folder(
                     reports is not None,
                     write_result,
                     write_error,
+                    marker,
                 )
             if not summary.cancelled:
                 _write_study_rows(log, items, cache, retry_errors, summary)
@@ -372,6 +378,63 @@ def screen_folder(
     return summary
 
 
+class DecodeMarker:
+    """Names the file being decoded, so that a process killed by a native decoder crash loses no row.
+
+    Python can catch a decoder's exceptions (a Rust panic included), not a segmentation fault or an abort in
+    native code: the process dies. Before each file is decoded its (file, frame) key is written to a small
+    file beside the CSV (``.<csv name>.decoding``; the OS keeps it when the process dies) and cleared when the
+    decode returns. A resumed run that finds a key there writes that file's error row instead of decoding it
+    again, so one poisoned file cannot stop a screening for ever (``--retry-errors`` tries it again).
+
+    Parameters
+    ----------
+    csv_path : Path
+        The screening CSV.
+    """
+
+    def __init__(self, csv_path: Path) -> None:
+        self.path = csv_path.with_name(f".{csv_path.name}.decoding")
+
+    def crashed_on(self) -> tuple[str, str] | None:
+        """The key a previous run was decoding when it died, or ``None``."""
+        try:
+            text = self.path.read_text(encoding="utf-8").rstrip("\r\n")
+        except (OSError, UnicodeDecodeError):
+            return None
+        if "\t" not in text:
+            return None
+        file_name, frame = text.split("\t", 1)
+        return (file_name, frame)
+
+    def set(self, key: tuple[str, str]) -> None:
+        """Record that ``key`` is being decoded now."""
+        with self.path.open("w", encoding="utf-8") as handle:
+            handle.write(f"{key[0]}\t{key[1]}\n")
+
+    def clear(self) -> None:
+        """Nothing is being decoded."""
+        try:
+            self.path.unlink()
+        except FileNotFoundError:
+            pass
+
+
+def _record_crash(key: tuple[str, str], todo: list[ScanItem], log: ScreeningCsv,
+                  summary: ScreeningSummary) -> list[ScanItem]:
+    """Write the error row of the file a previous run died decoding, and take it off the to-do list."""
+    crashed = [item for item in todo if ScreeningCsv.key(item.path, item.frame) == key]
+    if not crashed:
+        return todo
+    item = crashed[0]
+    message = (f"{item.path}: asdesk stopped while decoding this file in an earlier run (a crash in a native "
+               "decoder); it was not analysed again. Check the file; --retry-errors tries it once more")
+    log.write_error(item.path, item.frame, message, None)
+    summary.n_errors += 1
+    LOGGER.warning("screening: %s crashed the decoder in an earlier run; error row written", Path(item.path).name)
+    return [other for other in todo if other is not item]
+
+
 def _screen_batch(
     batch: Sequence[ScanItem],
     cache: EngineCache,
@@ -380,6 +443,7 @@ def _screen_batch(
     gradcam: bool,
     write_result: Callable[[ScanItem, AnalysisResult, InferenceEngine], None],
     write_error: Callable[[ScanItem, str, ModelInfo | None], None],
+    marker: DecodeMarker | None = None,
 ) -> None:
     """Read, route to engines, classify and write one batch; rows keep the batch's order."""
     outcomes: list[tuple[str, Any, Any]] = [("pending", None, None)] * len(batch)
@@ -389,6 +453,8 @@ def _screen_batch(
             message = item.reason if item.kind == "skipped" else _message(ReadError(item.path, item.reason))
             outcomes[index] = ("error", message, None)
             continue
+        if marker is not None:
+            marker.set(ScreeningCsv.key(item.path, item.frame))
         try:
             record = read_item(item)
         except BaseException as error:  # noqa: BLE001 - never stop on a bad file, whatever its decoder raised
@@ -396,6 +462,9 @@ def _screen_batch(
                 raise
             outcomes[index] = ("error", _message(error, Path(item.path)), _model_info(fixed_engine))
             continue
+        finally:
+            if marker is not None:
+                marker.clear()
         try:
             engine = fixed_engine or cache.for_record(record)
         except AsdeskError as error:

@@ -163,12 +163,14 @@ def _fit_holdout(pack: Any, args: argparse.Namespace, sink: ProgressSink) -> dic
         if key in protocol and int(protocol[key]) != value:
             raise ValueError(f"split does not reproduce the card's: {key} {value} != {protocol[key]}")
     print("split reproduced:", counts)
-    gate, info = fit_gate(features[train], features[validation], args.n_components)
+    grades = np.array([Path(s.key).parent.name for s in samples])  # the label folder: the KL grade
+    gate, info = fit_gate(features[train], features[validation], args.n_components, strata=grades[validation])
     gate_block = write_gate(pack.path, gate, info,
                             fitted_on=f"the {counts['n_train_images']} training images "
                                       f"({counts['n_train_patients']} patients) of the card's holdout split",
                             threshold_chosen_on=f"the {counts['n_validation_images']} validation images "
-                                                f"({counts['n_validation_patients']} other patients)")
+                                                f"({counts['n_validation_patients']} other patients): at least "
+                                                "95% of the validation images of every grade (label folder) pass")
     print(f"gate: k={gate.n_components}, threshold {gate.threshold:.4f}, validation acceptance "
           f"{info['validation_acceptance']}; log-likelihoods {info.get('n_components_log_likelihood')}")
     slope, intercept = (round(v, 6) for v in fit_platt(labels[validation], probabilities[validation]))
@@ -219,7 +221,8 @@ def _fit_lopo(pack: Any, args: argparse.Namespace, sink: ProgressSink) -> dict[s
     features, _, samples = _features(pack, samples, "all", args.cache, sink)
     groups = np.array([s.patient for s in samples])
     labelled = np.array([s.label >= 0 for s in samples])
-    gate, info = nested_gate(features, groups, n_components=args.n_components)
+    strata = np.array([("unlabelled" if s.label < 0 else str(s.label)) for s in samples])
+    gate, info = nested_gate(features, groups, n_components=args.n_components, strata=strata)
     patients = sorted(set(groups.tolist()))
     gate_block = write_gate(pack.path, gate, info,
                             fitted_on=f"all {len(groups)} slices of the {len(patients)} STIR volumes "
@@ -227,7 +230,8 @@ def _fit_lopo(pack: Any, args: argparse.Namespace, sink: ProgressSink) -> dict[s
                                       f"{len(set(groups[~labelled].tolist()))} patients without masks)",
                             threshold_chosen_on=("nested: each patient's distances to a gate fitted on the other "
                                                  "patients; threshold passes the target fraction of those "
-                                                 "held-out distances (the features come from the shipped model, "
+                                                 "held-out distances in every stratum (inflamed, not inflamed, "
+                                                 "unlabelled slices; the features come from the shipped model, "
                                                  "which was trained on the 8 labelled patients)"))
     gate_block["per_patient_acceptance"] = info["per_patient_acceptance"]
     print(f"gate: k={gate.n_components}, threshold {gate.threshold:.4f}, nested acceptance "

@@ -286,13 +286,18 @@ def fit_gate_and_calibration(out: Path, model: Any, dataset: Dataset, pipeline: 
     features, _ = extract_features(model, dataset.images, pipeline.normalise, progress=progress)
     indices, probabilities = held
     labels, groups = dataset.labels, dataset.groups
+    keys = getattr(dataset, "keys", None)
+    # Strata for the gate's threshold: the label folder (e.g. the KL grade) when the keys are file paths, else
+    # the binary label, so that no grade is refused more than the target allows on validation data.
+    strata = (np.array([Path(str(k)).parent.name for k in keys]) if keys is not None and len(keys) == len(labels)
+              else np.asarray(labels))
     try:
         if train is not None:
-            gate, info = fit_gate(features[train], features[indices])
+            gate, info = fit_gate(features[train], features[indices], strata=strata[indices])
             fitted_on = f"the {len(train)} training images of the holdout split"
             chosen_on = f"the {len(indices)} validation images (other patients)"
         else:
-            gate, info = nested_gate(features, groups)
+            gate, info = nested_gate(features, groups, strata=strata)
             fitted_on = f"all {len(groups)} training images"
             chosen_on = "nested: each patient's distances to a gate fitted on the other patients"
         blocks["content_gate"] = write_gate(out, gate, info, fitted_on, chosen_on)
