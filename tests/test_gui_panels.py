@@ -501,3 +501,44 @@ def test_notifier_routes_errors_and_excepthook(qtbot):
         notifier.uninstall_excepthook()
     assert "RuntimeError: boom" in notifier.history[-1].message
     assert "Traceback" in notifier.history[-1].detail
+
+
+def test_results_panel_shows_a_refusal_with_an_override_and_the_held_out_numbers(qtbot, stir_records):
+    """A refused image: no finding, no probability, the reason and a visible override; an accepted one: the
+    held-out sensitivity/specificity of the card at the operating point used, never the selection-data ones."""
+    import dataclasses
+
+    from asdesk.core import GateVerdict
+    from asdesk.gui.results_panel import ResultsPanel
+    from asdesk.inference.card import ModelCard
+
+    document = card_document()
+    document["operating_points"]["balanced"].update(sensitivity=0.99, specificity=0.98)  # on selection data
+    document["performance"] = {
+        "dataset": "TEST DATA", "protocol": "TEST PROTOCOL: held-out patients",
+        "detail": {"at_operating_points": {"balanced": {"sensitivity": {"value": 0.61, "ci95": [0.5, 0.7]},
+                                                        "specificity": {"value": 0.66, "ci95": [0.55, 0.77]}}}}}
+    card = ModelCard.from_dict(document)
+
+    panel = ResultsPanel()
+    qtbot.addWidget(panel)
+    panel.resize(450, 800)
+    panel.show()
+    accepted = fake_results(stir_records[:1], card, [0.7])
+    refused = [dataclasses.replace(accepted[0], gate=GateVerdict(reasons=("T1 sequence (the model accepts STIR)",)))]
+    panel.set_results(refused, None, card)
+    assert "not analysed" in panel.finding_label.text() and panel.probability_label.text() == ""
+    assert panel.refusal_label.isVisible() and "T1 sequence" in panel.refusal_label.text()
+    assert panel.override_button.isVisible() and panel.bar.probability is None
+    with qtbot.waitSignal(panel.sig_override_requested):
+        panel.override_button.click()
+    panel.set_results(accepted, None, card)
+    assert not panel.refusal_label.isVisible() and not panel.override_button.isVisible()
+    assert "Positive (TEST)" in panel.finding_label.text()
+    evidence = panel.evidence_label.text()
+    assert "sensitivity 0.610 (0.500-0.700)" in evidence and "specificity 0.660" in evidence
+    assert "TEST PROTOCOL" in evidence and "0.99" not in evidence and "0.98" not in evidence
+    assert "held-out sens 0.61" in panel.operating_point_box.currentText()
+    overridden = [dataclasses.replace(accepted[0], gate=GateVerdict(reasons=("axial plane",), overridden=True))]
+    panel.set_results(overridden, None, card)
+    assert panel.refusal_label.isVisible() and "outside validated use" in panel.refusal_label.text()
