@@ -7,6 +7,7 @@ tqdm, no printing. The caller decides how progress is shown and what happens to 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -30,7 +31,7 @@ from asdesk.tasks.engines import EngineCache, default_engines
 from asdesk.tasks.gates import content_reasons, metadata_reasons
 
 if TYPE_CHECKING:
-    from asdesk.inference import InferenceEngine
+    from asdesk.inference import InferenceEngine, ModelCard
 
 LOGGER = logging.getLogger(__name__)
 
@@ -178,6 +179,42 @@ def analyze_batch(
     return results
 
 
+def series_result(slices: Sequence[AnalysisResult], card: ModelCard, errors: Sequence[str] = ()) -> SeriesResult:
+    """A series' result: its slices and the study-level result by the card's rule (:func:`study_decision`).
+
+    When most slices are refused by the model's gates the whole series is outside what the model was
+    validated for: its remaining slices are refused too (reason: the rest of the series), so no slice finding or
+    heat map of a refused series is shown anywhere, and no study finding is made of a convenient subset.
+
+    Parameters
+    ----------
+    slices : sequence of AnalysisResult
+        In series order.
+    card : ModelCard
+    errors : sequence of str
+        Files of the series that could not be read.
+
+    Returns
+    -------
+    SeriesResult
+    """
+    refused = sum(1 for result in slices if result.refused)
+    if slices and 2 * refused > len(slices):
+        reason = (f"the rest of its series ({refused} of {len(slices)} slices) is outside what the model was "
+                  "validated for")
+        slices = [result if result.refused or result.gate.overridden else dataclasses.replace(
+            result, gate=dataclasses.replace(result.gate, reasons=(reason,)), heatmap=None, overlay=None)
+            for result in slices]
+    probability, prediction, rule_text = study_decision(slices, card)
+    return SeriesResult(
+        slices=tuple(slices),
+        study_probability=probability,
+        study_prediction=prediction,
+        study_rule=rule_text,
+        errors=tuple(errors),
+    )
+
+
 def _classify(
     engine: InferenceEngine,
     records: Sequence[ImageRecord],
@@ -287,14 +324,7 @@ def analyze_series(
         slices = _classify(engine, records, operating_point, gradcam, sink, cancel, force=force)
     finally:
         sink.finish()
-    probability, prediction, rule_text = study_decision(slices, engine.card)
-    return SeriesResult(
-        slices=tuple(slices),
-        study_probability=probability,
-        study_prediction=prediction,
-        study_rule=rule_text,
-        errors=tuple(errors),
-    )
+    return series_result(slices, engine.card, errors)
 
 
 def analyze_records(
@@ -447,11 +477,4 @@ def analyze_path(
         sink.finish()
     if not is_series:
         return slices[0]
-    probability, prediction, rule_text = study_decision(slices, engine.card)
-    return SeriesResult(
-        slices=tuple(slices),
-        study_probability=probability,
-        study_prediction=prediction,
-        study_rule=rule_text,
-        errors=tuple(errors),
-    )
+    return series_result(slices, engine.card, errors)

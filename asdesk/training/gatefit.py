@@ -188,6 +188,18 @@ def stratified_threshold(distances: ArrayLike, strata: ArrayLike | None,
     return max(per.values()), per
 
 
+def _stratified_threshold_info(distances: np.ndarray, strata: ArrayLike | None, target: float,
+                               info: dict[str, Any]) -> float:
+    """:func:`stratified_threshold`, recording each stratum's threshold and acceptance in ``info``."""
+    threshold, per_stratum = stratified_threshold(distances, strata, target)
+    if per_stratum:
+        labels = np.asarray(strata).astype(str)
+        info["per_stratum_threshold"] = {k: round(v, 4) for k, v in per_stratum.items()}
+        info["per_stratum_acceptance"] = {k: round(float(np.mean(distances[labels == k] <= threshold)), 4)
+                                          for k in per_stratum}
+    return threshold
+
+
 def choose_n_components(train: ArrayLike, validation: ArrayLike,
                         candidates: Sequence[int] = COMPONENT_CANDIDATES) -> tuple[int, dict[int, float]]:
     """k with the highest held-out PPCA log-likelihood of the validation features.
@@ -244,12 +256,7 @@ def fit_gate(train: ArrayLike, validation: ArrayLike, n_components: int | None =
         info["n_components_log_likelihood"] = {str(k): round(v, 2) for k, v in scores.items()}
     gate = gate_from_features(train, n_components, 0.0, feature_layer)
     distances = gate.distance(validation)
-    threshold, per_stratum = stratified_threshold(distances, strata, target)
-    if per_stratum:
-        labels = np.asarray(strata).astype(str)
-        info["per_stratum_threshold"] = {k: round(v, 4) for k, v in per_stratum.items()}
-        info["per_stratum_acceptance"] = {k: round(float(np.mean(distances[labels == k] <= threshold)), 4)
-                                          for k in per_stratum}
+    threshold = _stratified_threshold_info(distances, strata, target, info)
     gate = ContentGate(METHOD, feature_layer, threshold, gate.mean, gate.components, gate.explained_variance,
                        gate.noise_variance)
     info.update({"n_components": int(n_components), "target_acceptance": float(target),
@@ -304,12 +311,7 @@ def nested_gate(features: ArrayLike, groups: ArrayLike, fit_mask: ArrayLike | No
     for patient in patients:
         gate = gate_from_features(x[usable & (g != patient)], n_components, 0.0, feature_layer)
         held[g == patient] = gate.distance(x[g == patient])
-    threshold, per_stratum = stratified_threshold(held, strata, target)
-    if per_stratum:
-        labels = np.asarray(strata).astype(str)
-        info["per_stratum_threshold"] = {k: round(v, 4) for k, v in per_stratum.items()}
-        info["per_stratum_acceptance"] = {k: round(float(np.mean(held[labels == k] <= threshold)), 4)
-                                          for k in per_stratum}
+    threshold = _stratified_threshold_info(held, strata, target, info)
     final = gate_from_features(x[usable], n_components, threshold, feature_layer)
     info.update({"n_components": int(n_components), "target_acceptance": float(target),
                  "validation_acceptance": round(float(np.mean(held <= threshold)), 4),
