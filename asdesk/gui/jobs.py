@@ -91,6 +91,9 @@ class JobFailure:
         True for :class:`~asdesk.core.AsdeskError` (bad input, missing model): no traceback is needed.
     detail : str
         The formatted traceback, for the log.
+    refused : bool
+        True when no installed model was made for the image (:class:`asdesk.tasks.NoPackAcceptsError`): a
+        refusal to show, not a failure.
     """
 
     job_id: int
@@ -98,6 +101,7 @@ class JobFailure:
     cancelled: bool = False
     expected: bool = True
     detail: str = ""
+    refused: bool = False
 
 
 def failure_from_exception(job_id: int, error: BaseException) -> JobFailure:
@@ -118,7 +122,10 @@ def failure_from_exception(job_id: int, error: BaseException) -> JobFailure:
     if isinstance(error, CancelledError):
         return JobFailure(job_id, "Cancelled.", cancelled=True, expected=True, detail="")
     if isinstance(error, AsdeskError):
-        return JobFailure(job_id, str(error), expected=True, detail=detail)
+        from asdesk.tasks.gates import NoPackAcceptsError
+
+        return JobFailure(job_id, str(error), expected=True, detail=detail,
+                          refused=isinstance(error, NoPackAcceptsError))
     return JobFailure(job_id, f"{type(error).__name__}: {error}", expected=False, detail=detail)
 
 

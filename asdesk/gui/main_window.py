@@ -837,6 +837,12 @@ class MainWindow(QMainWindow):
                 else:
                     self.results_panel.clear("Analysis cancelled (F5 to analyse)")
             return
+        if failure.refused:  # no installed model was made for this image: a refusal, not an error
+            if case is self.case and case is not None:
+                self.results_panel.show_refusal(failure.message)
+                self.case_list.item(self.cases.index(case)).setText(f"{case.name} — refused: no model for it")
+            self.notifier.warning(f"{case.name if case else 'The image'} was not analysed: {failure.message}")
+            return
         if case is self.case and case is not None:
             self.results_panel.clear("Analysis failed")
         self.notifier.error(f"Analysis of {case.name if case else 'the image'} failed: {failure.message}",

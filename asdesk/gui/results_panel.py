@@ -312,6 +312,14 @@ class ResultsPanel(QWidget):
         self.override_button.setVisible(False)
         self.evidence_label.setText("")
 
+    def show_refusal(self, reason: str) -> None:
+        """Show that no installed model was made for the image (no finding, the reasons, no override: choose a
+        model in the toolbar to analyse it outside validated use)."""
+        self.clear("Not analysed: no installed model was made for this image")
+        self.finding_label.setStyleSheet(f"color: {REFUSED_COLOUR};")
+        self.refusal_label.setText("⚠ " + html.escape(reason))
+        self.refusal_label.setVisible(True)
+
     def set_busy(self, message: str) -> None:
         """Show that an analysis is running."""
         self.finding_label.setText(message)
