@@ -285,3 +285,26 @@ def test_settings_recent_files_and_about(qtbot, window, home: Path):
     saved = json.loads((home / "config" / "settings.json").read_text(encoding="utf-8"))
     assert saved["recent_files"] == [str(knee)] and saved["overlay_opacity"] == 0.3
     assert saved["default_model"] == PACK_ID and saved["window_state"]
+
+
+def test_a_chest_radiograph_is_refused_in_the_window_and_the_override_is_marked(window, qtbot):
+    """The saved default model does not bypass the gates: a chest CR is refused (no finding, no map, the
+    reason, an override button); the override gives a finding marked as outside validated use."""
+    from pydicom.data import get_testdata_file
+
+    chest = get_testdata_file("RG1_UNCR.dcm")
+    if chest is None:
+        pytest.skip("pydicom-data is not installed")
+    with qtbot.waitSignal(window.sig_analysis_shown, timeout=WAIT_MS):
+        window.open_paths([chest])
+    panel = window.results_panel
+    assert window.case.outcome.results[0].refused
+    assert "not analysed" in panel.finding_label.text() and "body part CHEST" in panel.refusal_label.text()
+    assert panel.override_button.isVisible() and not window.viewer.has_overlay()
+    assert "refused" in window.case_list.item(0).text()
+    with qtbot.waitSignal(window.sig_analysis_shown, timeout=WAIT_MS):
+        panel.override_button.click()
+    result = window.case.outcome.results[0]
+    assert not result.refused and result.gate.overridden
+    assert "outside validated use" in panel.refusal_label.text() and panel.refusal_label.isVisible()
+    assert not panel.override_button.isVisible()

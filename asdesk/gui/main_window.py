@@ -712,13 +712,14 @@ class MainWindow(QMainWindow):
 
     def analyse_anyway(self) -> int | None:
         """Analyse the case shown despite its refusal; the result is marked as outside validated use."""
-        answer = QMessageBox.question(
-            self, "Analyse outside validated use?",
-            "The model's gates refused this image: it is outside what the model was validated for. A finding "
-            "given anyway is marked as outside validated use in the window, the PDF report and the CSV.\n\n"
-            "Analyse anyway?")
-        if answer != QMessageBox.StandardButton.Yes:
-            return None
+        if self.show_dialogs:
+            answer = QMessageBox.question(
+                self, "Analyse outside validated use?",
+                "The model's gates refused this image: it is outside what the model was validated for. A finding "
+                "given anyway is marked as outside validated use in the window, the PDF report and the CSV.\n\n"
+                "Analyse anyway?")
+            if answer != QMessageBox.StandardButton.Yes:
+                return None
         return self.analyse_current(force=True)
 
     def _show_busy(self) -> None:
