@@ -229,6 +229,23 @@ def build_parser() -> argparse.ArgumentParser:
     add_evaluate_arguments(evaluate)
     evaluate.set_defaults(handler=command_evaluate)
 
+    export = commands.add_parser(
+        "export",
+        parents=[common],
+        help="export a model pack to ONNX for the lean runtime",
+        description="Write PACK_DIR/model.onnx (the Grad-CAM layer's feature map and the probability) and "
+        "PACK_DIR/onnx_head.npz beside model.keras, and the card's 'onnx' block with their SHA-256 and the "
+        "parity with the Keras model measured on --data (decisions changed at each operating point must be 0). "
+        "Needs the training extra (TensorFlow, tf2onnx). After exporting a bundled pack run "
+        "'python -m asdesk.inference.pins --update'.",
+    )
+    export.add_argument("pack", type=Path, metavar="PACK_DIR", help="the pack folder (card.json and model.keras)")
+    export.add_argument("--data", type=Path, default=None, metavar="PATH",
+                        help="the pack's evaluation images: <root>/<label>/<image> or the SIJ STIR NIfTI folder")
+    export.add_argument("--max-images", type=int, default=None, metavar="N", help="measure parity on N images only")
+    export.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    export.set_defaults(handler=command_export)
+
     models = commands.add_parser(
         "models",
         parents=[common],
@@ -262,10 +279,11 @@ def _engines() -> EngineCache:
     return cache
 
 
-def prepare_runtime(args: argparse.Namespace) -> str:
-    """Import TensorFlow and choose the device (:func:`asdesk.inference.configure_device`), and log it.
+def prepare_runtime(args: argparse.Namespace, tensorflow: bool = False) -> str:
+    """Import the runtime and choose the device (:func:`asdesk.tasks.engines.configure_device`), and log it.
 
-    TensorFlow's native start-up lines (oneDNN, CUDA probing) are discarded unless ``--debug`` is given.
+    The lean runtime (ONNX Runtime) when it is installed and ``tensorflow`` is false, else TensorFlow, whose
+    native start-up lines (oneDNN, CUDA probing) are discarded unless ``--debug`` is given.
 
     Returns
     -------
@@ -275,7 +293,7 @@ def prepare_runtime(args: argparse.Namespace) -> str:
     from asdesk.tasks.engines import configure_device
 
     with native_stderr_silenced(not getattr(args, "debug", False)):
-        device = configure_device()
+        device = configure_device(tensorflow=tensorflow)
     LOGGER.info("inference device: %s", device)
     return device
 
@@ -765,13 +783,15 @@ def require_training_extra() -> None:
     Raises
     ------
     AsdeskError
-        scikit-learn, nibabel or matplotlib is missing (a runtime-only install, or the desktop bundle);
-        the message says how to install them.
+        TensorFlow, Keras, scikit-learn, nibabel, matplotlib or tf2onnx is missing (a runtime-only install,
+        or the desktop bundle); the message says how to install them.
     """
     import importlib.util
 
-    missing = [name for module, name in (("sklearn", "scikit-learn"), ("nibabel", "nibabel"),
-                                         ("matplotlib", "matplotlib")) if importlib.util.find_spec(module) is None]
+    missing = [name for module, name in (("tensorflow", "tensorflow"), ("keras", "keras"),
+                                         ("sklearn", "scikit-learn"), ("nibabel", "nibabel"),
+                                         ("matplotlib", "matplotlib"), ("tf2onnx", "tf2onnx"))
+               if importlib.util.find_spec(module) is None]
     if missing:
         raise AsdeskError(f"training and evaluation need {', '.join(missing)}, which this installation lacks "
                           "(the desktop bundle ships without them); in a source install run "
@@ -783,7 +803,7 @@ def command_train(args: argparse.Namespace) -> int:
     require_training_extra()
     from asdesk.training.train import main_train
 
-    prepare_runtime(args)
+    prepare_runtime(args, tensorflow=True)
     return int(main_train(args, progress=_progress(args)) or 0)
 
 
@@ -792,8 +812,28 @@ def command_evaluate(args: argparse.Namespace) -> int:
     require_training_extra()
     from asdesk.training.evaluate import main_evaluate
 
-    prepare_runtime(args)
+    prepare_runtime(args, tensorflow=True)
     return int(main_evaluate(args, progress=_progress(args)) or 0)
+
+
+def command_export(args: argparse.Namespace) -> int:
+    """``asdesk export``: handed to :func:`asdesk.training.export.export_pack`."""
+    require_training_extra()
+    from asdesk.training.export import export_pack
+
+    prepare_runtime(args, tensorflow=True)
+    block = export_pack(args.pack, data=args.data, opset=args.opset, max_images=args.max_images,
+                        progress=_progress(args))
+    parity = block["parity"]
+    print(f"wrote {Path(args.pack) / block['file']} (sha256 {block['sha256'][:12]}, {block['exporter']}, "
+          f"opset {block['opset']})")
+    if parity.get("n_images"):
+        print(f"parity on {parity['n_images']} images: max |dp| {parity['max_abs_probability']}, max |d heat map| "
+              f"{parity['max_abs_heatmap']}, max |d gate distance| {parity['max_abs_gate_distance']}, decisions "
+              f"changed {parity['decisions_changed']}")
+    else:
+        print("parity not measured: give --data")
+    return 0
 
 
 def open_window(paths: Sequence[str] = ()) -> int:
@@ -846,7 +886,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     arguments = list(sys.argv[1:] if argv is None else argv)
     window_paths: list[str] = []
-    commands = {"analyze", "screen", "train", "evaluate", "models", "sign-pack"}
+    commands = {"analyze", "screen", "train", "evaluate", "export", "models", "sign-pack"}
     if arguments and not arguments[0].startswith("-") and arguments[0] not in commands:
         # ``asdesk PATH...``: open the window with those files or series folders.
         window_paths = [a for a in arguments if not a.startswith("-")]

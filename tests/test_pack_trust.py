@@ -347,7 +347,8 @@ def test_bundled_pins_cover_every_listed_file(install, monkeypatch):
     edit_card(bundled / KNEE, content_gate={"file": "content_gate.npz", "sha256": sha256_file(gate),
                                             "threshold": 3.0, "feature_layer": "head_pool"})
     monkeypatch.setitem(pin_module.BUNDLED_PINS, KNEE, trust.compute_pins(bundled / KNEE))
-    assert set(pin_module.BUNDLED_PINS[KNEE]) == {"card.json", "model.keras", "content_gate.npz"}
+    assert set(pin_module.BUNDLED_PINS[KNEE]) == {"card.json", "model.keras", "content_gate.npz", "model.onnx",
+                                                  "onnx_head.npz"}
     assert load_pack(bundled / KNEE, verify_hash=True).origin == "bundled"
     gate.write_bytes(b"other")
     with pytest.raises(ModelHashMismatchError, match="content_gate.npz"):

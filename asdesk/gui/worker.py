@@ -223,10 +223,11 @@ class ModelWorker(QObject):
 
     @Slot()
     def load(self) -> None:
-        """Import TensorFlow, configure the device and discover the model packs."""
+        """Import the model runtime (ONNX Runtime, or TensorFlow for packs without model.onnx), configure the
+        device and discover the model packs."""
         start = time.perf_counter()
         try:
-            from asdesk.inference import configure_device
+            from asdesk.tasks.engines import configure_device
 
             self.device = configure_device()
             cache = self._cache()

@@ -134,10 +134,10 @@ class EngineCache:
             if engine is not None:
                 self._engines.move_to_end(key)
                 return engine
-            from asdesk.inference import InferenceEngine
+            from asdesk.inference.onnx_engine import create_engine
 
             LOGGER.info("loading model pack %s %s from %s", pack.card.id, pack.card.version, pack.path)
-            engine = InferenceEngine(pack)
+            engine = create_engine(pack)  # ONNX Runtime when the pack has model.onnx, else TensorFlow
             engine.load()
             LOGGER.info("model pack %s runs on %s", pack.card.id, engine.device)
             self._engines[key] = engine
@@ -202,10 +202,28 @@ def default_engines() -> EngineCache:
         return _DEFAULT
 
 
-def configure_device() -> str:
-    """Import the runtime, choose the device that will run models and describe it (``"CPU (2 threads)"``,
-    ``"GPU:0 (...)"``); see :func:`asdesk.inference.configure_device`. The CLI and the window call this, so
-    they need not import :mod:`asdesk.inference`."""
+def configure_device(tensorflow: bool = False) -> str:
+    """Import the runtime, choose the device that will run models and describe it.
+
+    Parameters
+    ----------
+    tensorflow : bool
+        Describe TensorFlow's device (``"CPU (2 threads)"``, ``"GPU:0 (...)"``;
+        :func:`asdesk.inference.configure_device`, which imports TensorFlow) even when the lean runtime is
+        installed; training and evaluation need it.
+
+    Returns
+    -------
+    str
+        ONNX Runtime's device (``"CPU (onnxruntime 1.x, 2 threads)"``,
+        :func:`asdesk.inference.onnx_engine.describe_device`) when onnxruntime is installed and
+        ``tensorflow`` is false (packs with ``model.onnx`` run there: :meth:`EngineCache.engine_for_pack`),
+        else TensorFlow's. The CLI and the window call this, so they need not import :mod:`asdesk.inference`.
+    """
+    from asdesk.inference.onnx_engine import describe_device, onnxruntime_available
+
+    if not tensorflow and onnxruntime_available():
+        return describe_device()
     from asdesk.inference import configure_device as configure
 
     return configure()

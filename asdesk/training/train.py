@@ -235,6 +235,7 @@ def main_train(args: argparse.Namespace, progress: ProgressSink | None = None) -
     from asdesk.inference.pack import write_pack
 
     pack = write_pack(out, model, card)
+    export_for_lean_runtime(out, args.test_data or args.data, sink)
     summary = {"architecture": args.architecture, "preprocessing": enhancement,
                "performance": performance, "protocol": protocol}
     report_dir = out / "evaluation"
@@ -249,6 +250,23 @@ def main_train(args: argparse.Namespace, progress: ProgressSink | None = None) -
         auc = metrics["auc"]
         print(f"AUC {auc['value']} (95% CI {auc['ci95'][0]}-{auc['ci95'][1]}) on {performance.get('dataset')}")
     return 0
+
+
+def export_for_lean_runtime(out: Path, data: Any, progress: ProgressSink) -> None:  # noqa: ANN401
+    """Write ``model.onnx`` beside the new ``model.keras`` (:func:`asdesk.training.export.export_pack`), with
+    parity measured on the pack's evaluation images ``data``; a pack that cannot be exported keeps only the
+    TensorFlow engine (logged as a warning)."""
+    from asdesk.training.export import ExportError, export_pack
+
+    try:
+        block = export_pack(out, data=data, progress=progress)
+    except ExportError as error:
+        LOGGER.warning("model pack %s: not exported to ONNX: %s", out, error)
+        print(f"model.onnx not written: {error}")
+        return
+    parity = block["parity"]
+    print(f"model.onnx written (parity on {parity.get('n_images', 0)} images: max |dp| "
+          f"{parity.get('max_abs_probability')}, decisions changed {parity.get('decisions_changed')})")
 
 
 def fit_gate_and_calibration(out: Path, model: Any, dataset: Dataset, pipeline: Any,  # noqa: ANN401
