@@ -3,7 +3,7 @@
 The self-test is what an installer (``installer/build.sh``) and a support call run to know that an
 installation works: it finds ``resources/`` and ``models/`` exactly as the program does (a source checkout or
 a frozen bundle, :func:`asdesk.core.paths.install_root`), checks that the DICOM decoder plugins load, imports
-TensorFlow, analyses the bundled sample radiograph through :func:`asdesk.tasks.analyze_path` (the same call as
+the model runtime (ONNX Runtime for packs with ``model.onnx``, else TensorFlow), analyses the bundled sample radiograph through :func:`asdesk.tasks.analyze_path` (the same call as
 ``asdesk analyze``), writes a PDF report with :func:`asdesk.report.write_pdf_report` into a temporary folder,
 and checks the result. No window is opened; Qt runs offscreen on Linux unless a platform is chosen.
 
@@ -287,7 +287,7 @@ def _run(model_id: str | None, folder: Path, started: float, clock: Callable[[],
         f"{device}, model {model.pack_id} {model.version} sha256 {model.sha256[:12]}, sample {sample.name}: "
         f"probability {prediction.probability:.3f} ({prediction.finding}, threshold {prediction.threshold:.3f}), "
         f"PDF {report.stat().st_size} bytes, {len(decoders)} DICOM decoders and the window modules checked; "
-        f"times: TensorFlow "
+        f"times: runtime "
         f"{runtime_ready - started:.1f} s, model + analysis {analysed - runtime_ready:.1f} s, total "
         f"{finished - started:.1f} s"
     )
