@@ -3,9 +3,10 @@
 The self-test is what an installer (``installer/build.sh``) and a support call run to know that an
 installation works: it finds ``resources/`` and ``models/`` exactly as the program does (a source checkout or
 a frozen bundle, :func:`asdesk.core.paths.install_root`), checks that the DICOM decoder plugins load, imports
-the model runtime (ONNX Runtime for packs with ``model.onnx``, else TensorFlow), analyses the bundled sample radiograph through :func:`asdesk.tasks.analyze_path` (the same call as
-``asdesk analyze``), writes a PDF report with :func:`asdesk.report.write_pdf_report` into a temporary folder,
-and checks the result. No window is opened; Qt runs offscreen on Linux unless a platform is chosen.
+the model runtime (ONNX Runtime for packs with ``model.onnx``, else TensorFlow), analyses the bundled sample
+radiograph through :func:`asdesk.tasks.analyze_path` (the same call as ``asdesk analyze``), writes a PDF
+report with :func:`asdesk.report.write_pdf_report` into a temporary folder, and checks the result. No window
+is opened; Qt runs offscreen on Linux unless a platform is chosen.
 
 It prints one summary line (the only output besides an error line) and returns an exit status.
 """

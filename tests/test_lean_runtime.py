@@ -22,9 +22,9 @@ import json, sys
 from asdesk.cli import main
 status = main(sys.argv[1:])
 import asdesk.gui.app, asdesk.gui.main_window, asdesk.gui.worker  # the window's modules, imported by the window
-loaded = sorted({name.split(".")[0] for name in sys.modules} & set(%r))
+loaded = sorted({name.split(".")[0] for name in sys.modules} & set(TRAINING_ONLY))
 print("MODULES " + json.dumps({"status": status, "loaded": loaded}))
-""" % (TRAINING_ONLY,)
+""".replace("TRAINING_ONLY", repr(TRAINING_ONLY))
 
 
 def _run(tmp_path: Path, *arguments: str) -> dict:

@@ -23,8 +23,6 @@ LIBRARIES: tuple[tuple[str, str, str], ...] = (
     ("shiboken6", "PySide6 bindings runtime", "LGPL-3.0-only"),
     ("pyqtgraph", "image viewer and plots", "MIT"),
     ("onnxruntime", "model runtime (model.onnx)", "MIT"),
-    ("tensorflow", "training; runtime of packs without model.onnx", "Apache-2.0"),
-    ("keras", "model format and layers (training)", "Apache-2.0"),
     ("numpy", "arrays", "BSD-3-Clause"),
     ("opencv-python-headless", "CLAHE, resizing", "Apache-2.0 (OpenCV), MIT (wrapper)"),
     ("pydicom", "DICOM reading", "MIT"),

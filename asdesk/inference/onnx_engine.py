@@ -434,7 +434,8 @@ def create_engine(pack: ModelPack, runtime: str = "auto", batch_size: int = 16,
     Raises
     ------
     CardError
-        ``runtime="onnx"`` for a pack without ``model.onnx``, or onnxruntime is not installed.
+        ``runtime="onnx"`` and onnxruntime is not installed, or the pack has no ``model.onnx`` (or the ONNX
+        runtime was not chosen) and TensorFlow is not installed.
     ValueError
         Unknown ``runtime``.
     """
@@ -447,4 +448,10 @@ def create_engine(pack: ModelPack, runtime: str = "auto", batch_size: int = 16,
         if not onnxruntime_available():
             raise CardError("the ONNX runtime was asked for but onnxruntime is not installed: pip install onnxruntime")
         return OnnxEngine(pack, batch_size=batch_size, verify_hash=verify_hash)
+    import importlib.util
+
+    if importlib.util.find_spec("tensorflow") is None:
+        raise CardError(f"model pack {pack.card.id!r} at {pack.path} has no model.onnx and this installation has no "
+                        "TensorFlow to run model.keras: export the pack with 'asdesk export PACK_DIR' (a source "
+                        "install with pip install 'asdesk[train]') and install it again, or install the train extra")
     return InferenceEngine(pack, batch_size=batch_size, verify_hash=verify_hash)

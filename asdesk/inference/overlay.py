@@ -6,6 +6,8 @@ for Qt (``QImage.Format_RGBA8888``), pyqtgraph and PNG writers that expect RGB.
 
 from __future__ import annotations
 
+import functools
+
 import cv2
 import numpy as np
 
@@ -25,8 +27,11 @@ def _heat_uint8(heatmap: np.ndarray) -> np.ndarray:
     heat = np.asarray(heatmap, dtype=np.float32)
     if heat.ndim != 2:
         raise ValueError(f"a heat map is a 2-D (H, W) array, got shape {heat.shape}")
-    heat = np.nan_to_num(heat, nan=0.0, posinf=1.0, neginf=0.0)
-    return np.clip(np.rint(np.clip(heat, 0.0, 1.0) * 255.0), 0, 255).astype(np.uint8)
+    scaled = heat * np.float32(255.0)  # a new array; +inf -> 255, -inf -> 0 by the clip, NaN -> 0 below
+    np.clip(scaled, 0.0, 255.0, out=scaled)
+    np.rint(scaled, out=scaled)
+    scaled[np.isnan(scaled)] = 0.0
+    return scaled.astype(np.uint8)
 
 
 def colourise(heatmap: np.ndarray, colormap: str = "jet") -> np.ndarray:
@@ -88,13 +93,26 @@ def overlay_rgba(heatmap: np.ndarray, alpha: float = 0.45, colormap: str = "jet"
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
     if not 0.0 <= floor < 1.0:
         raise ValueError(f"floor must be in [0, 1), got {floor}")
-    rgb = colourise(heatmap, colormap)
-    heat = _heat_uint8(heatmap).astype(np.float32) / 255.0
+    if colormap not in _COLORMAPS:
+        raise ValueError(f"unknown colour map {colormap!r}; use one of {sorted(_COLORMAPS)}")
+    # The heat is quantised to 256 levels, so colour and opacity are a 256-entry table (one lookup per pixel).
+    levels = _heat_uint8(heatmap)
+    packed = _rgba_table(colormap, float(alpha), float(floor)).view(np.uint32)[:, 0]  # one 4-byte word per level
+    return packed[levels].view(np.uint8).reshape(*levels.shape, 4)
+
+
+@functools.lru_cache(maxsize=32)
+def _rgba_table(colormap: str, alpha: float, floor: float) -> np.ndarray:
+    """uint8 (256, 4): the RGBA of each quantised heat level (colour map, opacity ramp above ``floor``)."""
+    levels = np.arange(256, dtype=np.uint8)[:, None]
+    rgb = cv2.applyColorMap(levels, _COLORMAPS[colormap])[:, 0, ::-1]
+    heat = levels[:, 0].astype(np.float32) / 255.0
     opacity = np.clip((heat - floor) / (1.0 - floor), 0.0, 1.0) * (alpha * 255.0)
-    out = np.empty((*rgb.shape[:2], 4), dtype=np.uint8)
-    out[:, :, :3] = rgb
-    out[:, :, 3] = np.clip(np.rint(opacity), 0, 255).astype(np.uint8)
-    return out
+    table = np.empty((256, 4), dtype=np.uint8)
+    table[:, :3] = rgb
+    table[:, 3] = np.clip(np.rint(opacity), 0, 255).astype(np.uint8)
+    table.flags.writeable = False
+    return table
 
 
 def blend(display: np.ndarray, rgba: np.ndarray) -> np.ndarray:
