@@ -33,6 +33,8 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+import asdesk  # noqa: E402, F401 - first, as the asdesk command: numpy's BLAS single-threaded beside ONNX Runtime
+
 SHARED = REPO.parent / "shared" / "data"
 
 
