@@ -6,6 +6,7 @@ and the shipped packs' own evaluation images when ``../shared`` is present).
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -221,3 +222,22 @@ def test_shipped_sij_pack_same_decisions_on_both_engines(shared_data: Path) -> N
     volume = sorted((shared_data / "sij-mri-spa").glob("stir/**/*_STIR.nii*"))[0]
     slices = nifti_slices(volume)
     _compare_decisions(_shipped("sij-mri-stir-inflammation"), [slices[i] for i in (5, len(slices) // 2, -6)])
+
+
+def test_asdesk_export_command_writes_the_onnx_block(tiny_onnx_pack: Any, tmp_path: Path, capsys) -> None:
+    from asdesk.cli import main
+    from asdesk.inference import load_pack
+
+    copy = tmp_path / "pack"
+    shutil.copytree(tiny_onnx_pack.path, copy)
+    for name in ("model.onnx", "onnx_head.npz"):
+        (copy / name).unlink()
+    card = json.loads((copy / "card.json").read_text(encoding="utf-8"))
+    del card["onnx"]
+    (copy / "card.json").write_text(json.dumps(card), encoding="utf-8")
+    images = _write_images(tmp_path / "images")
+    assert main(["export", str(copy), "--data", str(images), "-q"]) == 0
+    out = capsys.readouterr().out
+    assert "wrote" in out and "parity on 4 images" in out
+    pack = load_pack(copy)
+    assert pack.card.raw["onnx"]["parity"]["n_images"] == 4 and (copy / "model.onnx").is_file()

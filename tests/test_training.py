@@ -138,3 +138,7 @@ def test_one_epoch_of_training_on_real_radiographs_writes_a_valid_pack(tmp_path)
     assert gate["feature_layer"] == "head_pool" and (tmp_path / "pack" / gate["file"]).is_file()
     assert gate["validation_acceptance"] >= 0.95
     assert len(card["training_patients"]["sha256"]) == card["training_data"]["n_patients"]
+    # the lean runtime's model.onnx, with its parity measured on the held-out images
+    onnx = card["onnx"]
+    assert (tmp_path / "pack" / onnx["file"]).is_file() and onnx["parity"]["n_images"] == 12
+    assert onnx["parity"]["max_abs_probability"] < 1e-5 and set(onnx["parity"]["decisions_changed"].values()) == {0}
