@@ -793,7 +793,7 @@ def require_training_extra() -> None:
                                          ("matplotlib", "matplotlib"), ("tf2onnx", "tf2onnx"))
                if importlib.util.find_spec(module) is None]
     if missing:
-        raise AsdeskError(f"training and evaluation need {', '.join(missing)}, which this installation lacks "
+        raise AsdeskError(f"training, evaluation and export need {', '.join(missing)}, which this installation lacks "
                           "(the desktop bundle ships without them); in a source install run "
                           "pip install 'asdesk[train]'")
 

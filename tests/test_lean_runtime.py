@@ -58,3 +58,23 @@ def test_screen_and_self_test_import_no_tensorflow(tmp_path):
     tested = _run(tmp_path, "--self-test")
     assert tested["status"] == 0 and "onnxruntime" in tested["stdout"]
     assert tested["loaded"] == [], f"the self-test imported {tested['loaded']}"
+
+
+def test_a_pack_without_model_onnx_needs_tensorflow_and_says_so(tiny_pack, monkeypatch):
+    import importlib.util
+
+    from asdesk.core import CardError
+    from asdesk.inference import InferenceEngine
+    from asdesk.inference.onnx_engine import OnnxEngine, create_engine
+
+    assert type(create_engine(tiny_pack)) is InferenceEngine  # no model.onnx: the TensorFlow engine
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorflow" else real(name, *a))
+    with pytest.raises(CardError, match="has no model.onnx and this installation has no TensorFlow"):
+        create_engine(tiny_pack)
+    with pytest.raises(CardError, match="ASDESK_RUNTIME=tensorflow"):
+        create_engine(tiny_pack, runtime="tensorflow")
+    with pytest.raises(CardError, match="no usable 'onnx' block"):
+        OnnxEngine(tiny_pack)
+    with pytest.raises(ValueError, match="runtime must be"):
+        create_engine(tiny_pack, runtime="openvino")

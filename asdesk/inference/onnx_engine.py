@@ -451,6 +451,9 @@ def create_engine(pack: ModelPack, runtime: str = "auto", batch_size: int = 16,
     import importlib.util
 
     if importlib.util.find_spec("tensorflow") is None:
+        if choice == "tensorflow":
+            raise CardError("the TensorFlow engine was asked for (ASDESK_RUNTIME=tensorflow) but TensorFlow is not "
+                            "installed: pip install 'asdesk[train]', or unset ASDESK_RUNTIME")
         raise CardError(f"model pack {pack.card.id!r} at {pack.path} has no model.onnx and this installation has no "
                         "TensorFlow to run model.keras: export the pack with 'asdesk export PACK_DIR' (a source "
                         "install with pip install 'asdesk[train]') and install it again, or install the train extra")
