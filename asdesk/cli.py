@@ -505,9 +505,9 @@ def _print_result(
                 f"(operating point {prediction.operating_point})",
                 file=out,
             )
-    first = result.slices[0] if isinstance(result, SeriesResult) else result
-    if not (result.refused if isinstance(result, SeriesResult) else result.refused):
-        for line in held_out_evidence(card.raw, first.prediction.operating_point).lines()[:1]:
+    if not result.refused:
+        point = (result.slices[0] if isinstance(result, SeriesResult) else result).prediction.operating_point
+        for line in held_out_evidence(card.raw, point).lines()[:1]:
             print(f"  {line}", file=out)
     origin = getattr(_first_model(result), "origin", "")  # bundled / user-installed (signed or not)
     print(

@@ -27,6 +27,7 @@ from asdesk.core.records import (
     ModelInfo,
     Prediction,
     SeriesResult,
+    series_refused,
 )
 
 __all__ = [
@@ -52,5 +53,6 @@ __all__ = [
     "ReadError",
     "SeriesResult",
     "TruncatedFileError",
+    "series_refused",
     "UnsupportedTransferSyntaxError",
 ]

@@ -291,6 +291,25 @@ class AnalysisResult:
         return self.prediction.finding
 
 
+def series_refused(n_refused: int, n_slices: int) -> bool:
+    """The rule that refuses a whole series: more than half of its slices were refused by the model's gates.
+
+    A study result is never made of a small, convenient subset of a series: when most slices are outside what
+    the model was validated for, so is the series. Used by :class:`SeriesResult`, the study decision and the
+    screening CSV's study rows alike.
+
+    Parameters
+    ----------
+    n_refused, n_slices : int
+        Refused slices and all slices of the series.
+
+    Returns
+    -------
+    bool
+    """
+    return n_slices > 0 and 2 * n_refused > n_slices
+
+
 @dataclass(frozen=True, eq=False)
 class SeriesResult:
     """The result of analysing a series (one study's slices) and the study-level decision.
@@ -318,12 +337,8 @@ class SeriesResult:
 
     @property
     def refused(self) -> bool:
-        """More than half of the slices were refused by the model's gates: the series has no study finding.
-
-        A study result is never made of a small, convenient subset of a series: when most slices are outside
-        what the model was validated for, so is the series.
-        """
-        return bool(self.slices) and 2 * self.n_refused > len(self.slices)
+        """The series is outside what the model was validated for (:func:`series_refused`): no study finding."""
+        return series_refused(self.n_refused, len(self.slices))
 
     @property
     def n_refused(self) -> int:

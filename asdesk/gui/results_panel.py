@@ -432,8 +432,7 @@ class ResultsPanel(QWidget):
             return {}
         from asdesk.tasks import calibrate
 
-        calibration = (getattr(self._card, "raw", {}) or {}).get("calibration") or None
-        return {name: float(calibrate(float(point.threshold), calibration))
+        return {name: calibrate(self._card, float(point.threshold))
                 for name, point in self._card.operating_points.items()}
 
     def _refresh(self) -> None:

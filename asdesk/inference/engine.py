@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from asdesk.core import CancelToken, CardError, ImageRecord
-from asdesk.inference.gradcam import GradCam, map_on_image
+from asdesk.inference.gradcam import GradCam, HeatMapExplainer, map_on_image
 from asdesk.inference.pack import ModelPack
 from asdesk.inference.runtime import configure_device, input_fits, load_model, model_input_shape
 
@@ -100,7 +100,7 @@ class InferenceEngine:
         self.device = ""
         self._model: Any = None
         self._classify: Any = None
-        self._gradcam: GradCam | None = None
+        self._gradcam: HeatMapExplainer | None = None
         self.content_gate: Any = None
         self._classify_features: Any = None
         self._features_from_gradcam = False
@@ -156,22 +156,41 @@ class InferenceEngine:
                         self.card.version, self.card.sha256[:12], self.device, _milliseconds(start))
             return self
 
-    def _load_content_gate(self, model: Any) -> None:  # noqa: ANN401
-        """Load the card's content gate (``content_gate.npz``, hash-checked) and its feature function."""
-        spec = self.card.raw.get("content_gate")
+    def _read_content_gate(self) -> str | None:
+        """Set :attr:`content_gate` from the card (``content_gate.npz``, hash-checked); both runtimes use this.
+
+        Returns
+        -------
+        str or None
+            The layer whose features the gate reads, or ``None`` when the card has no gate (logged).
+
+        Raises
+        ------
+        CardError
+            The gate file is missing, altered or not a gate.
+        """
+        spec = self.card.content_gate
         if not spec:
             LOGGER.warning("model pack %s has no content gate: only its metadata gate checks what it is given",
                            self.card.id)
-            return
-        from asdesk.inference.content_gate import feature_model, load_pack_gate
+            return None
+        from asdesk.inference.content_gate import load_pack_gate
 
-        layer = str(spec.get("feature_layer", "head_pool"))
         try:
             self.content_gate = load_pack_gate(self.pack.path, spec)
         except (KeyError, TypeError, ValueError, OSError) as error:
             raise CardError(f"model pack {self.card.id!r}: its content gate {spec.get('file')} cannot be used "
                             f"({error}); the pack was altered or damaged: reinstall it") from error
+        return str(spec.get("feature_layer", "head_pool"))
+
+    def _load_content_gate(self, model: Any) -> None:  # noqa: ANN401
+        """Load the card's content gate and the TensorFlow function that gives its features."""
+        layer = self._read_content_gate()
+        if layer is None:
+            return
         import tensorflow as tf
+
+        from asdesk.inference.content_gate import feature_model
 
         features_model = feature_model(model, layer)
 
@@ -207,7 +226,7 @@ class InferenceEngine:
         return (np.asarray(output, dtype=np.float32).reshape(-1),
                 np.asarray(features, dtype=np.float32).reshape(batch.shape[0], -1))
 
-    def gradcam(self) -> GradCam:
+    def gradcam(self) -> HeatMapExplainer:
         """The pack's :class:`GradCam` on ``card.gradcam_layer`` (built once).
 
         Raises

@@ -82,7 +82,68 @@ def _sigmoid_head(model: Any) -> tuple[Any, Any] | None:  # noqa: ANN401
         return None
 
 
-class GradCam:
+class HeatMapExplainer:
+    """What the engines ask of an explainer; :class:`GradCam` (TensorFlow) and
+    :class:`asdesk.inference.onnx_engine.CamExplainer` (ONNX Runtime) implement :meth:`raw_with_features` and
+    ``_check``, and share :meth:`raw` and :meth:`__call__`."""
+
+    def raw_with_features(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Probabilities (N,), un-normalised maps (N, h', w') and pooled features (N, C), float32."""
+        raise NotImplementedError
+
+    def _check(self, batch: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def raw(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Probabilities and the un-normalised maps at the layer's resolution.
+
+        Parameters
+        ----------
+        batch : numpy.ndarray
+            float32 (N, h, w, 3), the model's normalised input.
+
+        Returns
+        -------
+        probabilities : numpy.ndarray
+            float32 (N,).
+        maps : numpy.ndarray
+            float32 (N, h', w') >= 0, at the Grad-CAM layer's resolution.
+        """
+        probabilities, cams, _pooled = self.raw_with_features(batch)
+        return probabilities, cams
+
+    def __call__(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Classify a batch and compute its Grad-CAM maps in one pass.
+
+        Parameters
+        ----------
+        batch : numpy.ndarray
+            float32 (N, h, w, 3): the model's input, already normalised for the backbone
+            (:attr:`asdesk.preprocess.ModelInput.tensor` stacked).
+
+        Returns
+        -------
+        probabilities : numpy.ndarray
+            float32 (N,): the model's output, the probability of the positive class (identical to
+            ``model(batch, training=False)``).
+        maps : numpy.ndarray
+            float32 (N, h, w) in [0, 1], at the model input size (bilinear upsampling of the layer's map),
+            each divided by its maximum so the strongest evidence is 1. A map with no positive evidence
+            stays all zero (never NaN).
+
+        Raises
+        ------
+        ValueError
+            ``batch`` is not (N, h, w, 3) at the model's input size.
+        """
+        images = self._check(batch)
+        if images.shape[0] == 0:
+            return np.zeros((0,), np.float32), np.zeros((0, *images.shape[1:3]), np.float32)
+        probabilities, cams = self.raw(images)
+        return probabilities, upsample_and_normalise(cams, (images.shape[1], images.shape[2]))
+
+
+class GradCam(HeatMapExplainer):
     """Grad-CAM of the positive-class score of a binary Keras classifier (Selvaraju et al., ICCV 2017).
 
     The gradient model ``keras.Model(model.inputs, [layer.output, model.output])`` and its
@@ -156,25 +217,6 @@ class GradCam:
         pooled = tf.cast(outputs[2], tf.float32) if self._head is not None else tf.reduce_mean(maps, axis=(1, 2))
         return tf.cast(tf.reshape(probabilities, (-1,)), tf.float32), cam, pooled
 
-    def raw(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Probabilities and the un-normalised maps at the layer's resolution.
-
-        Parameters
-        ----------
-        batch : numpy.ndarray
-            float32 (N, h, w, 3), the model's normalised input.
-
-        Returns
-        -------
-        probabilities : numpy.ndarray
-            float32 (N,).
-        maps : numpy.ndarray
-            float32 (N, h', w') >= 0, at the Grad-CAM layer's resolution.
-        """
-
-        probabilities, cams, _pooled = self.raw_with_features(batch)
-        return probabilities, cams
-
     def raw_with_features(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Probabilities, un-normalised maps and the pooled features that feed the head, in one pass.
 
@@ -200,36 +242,6 @@ class GradCam:
         probabilities, cams, pooled = self._function(tf.convert_to_tensor(images, dtype=tf.float32))
         return (probabilities.numpy().astype(np.float32), cams.numpy().astype(np.float32),
                 pooled.numpy().astype(np.float32))
-
-    def __call__(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Classify a batch and compute its Grad-CAM maps in one pass.
-
-        Parameters
-        ----------
-        batch : numpy.ndarray
-            float32 (N, h, w, 3): the model's input, already normalised for the backbone
-            (:attr:`asdesk.preprocess.ModelInput.tensor` stacked).
-
-        Returns
-        -------
-        probabilities : numpy.ndarray
-            float32 (N,): the model's output, the probability of the positive class (identical to
-            ``model(batch, training=False)``).
-        maps : numpy.ndarray
-            float32 (N, h, w) in [0, 1], at the model input size (bilinear upsampling of the layer's map),
-            each divided by its maximum so the strongest evidence is 1. A map with no positive evidence
-            stays all zero (never NaN).
-
-        Raises
-        ------
-        ValueError
-            ``batch`` is not (N, h, w, 3) at the model's input size.
-        """
-        images = self._check(batch)
-        if images.shape[0] == 0:
-            return np.zeros((0,), np.float32), np.zeros((0, *images.shape[1:3]), np.float32)
-        probabilities, cams = self.raw(images)
-        return probabilities, upsample_and_normalise(cams, (images.shape[1], images.shape[2]))
 
     def _check(self, batch: np.ndarray) -> np.ndarray:
         images = np.asarray(batch, dtype=np.float32)

@@ -37,7 +37,7 @@ import numpy as np
 
 from asdesk.core import CardError
 from asdesk.inference.engine import InferenceEngine, _milliseconds
-from asdesk.inference.gradcam import upsample_and_normalise
+from asdesk.inference.gradcam import HeatMapExplainer
 from asdesk.inference.pack import ModelPack
 
 LOGGER = logging.getLogger(__name__)
@@ -190,7 +190,7 @@ def class_activation_maps(features: np.ndarray, kernel: np.ndarray) -> np.ndarra
     return np.maximum(maps @ (weights / np.float32(area)), 0.0).astype(np.float32)
 
 
-class CamExplainer:
+class CamExplainer(HeatMapExplainer):
     """CAM heat maps from an ONNX Runtime session: the :class:`~asdesk.inference.gradcam.GradCam` interface.
 
     Parameters
@@ -242,17 +242,6 @@ class CamExplainer:
         """
         features, pooled, probabilities = self._run(self._check(batch))
         return probabilities, class_activation_maps(features, self.kernel), pooled
-
-    def raw(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Probabilities (N,) and un-normalised maps (N, h', w'), float32."""
-        probabilities, maps, _pooled = self.raw_with_features(batch)
-        return probabilities, maps
-
-    def __call__(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Probabilities (N,) and maps (N, h, w) at the input size, each scaled to a maximum of 1."""
-        images = self._check(batch)
-        probabilities, maps = self.raw(images)
-        return probabilities, upsample_and_normalise(maps, (images.shape[1], images.shape[2]))
 
 
 class OnnxEngine(InferenceEngine):
@@ -348,7 +337,7 @@ class OnnxEngine(InferenceEngine):
             self._kernel = kernel
             self.device = describe_device(session.get_providers(), self.threads)
             self._session = session
-            self._gradcam = CamExplainer(self._run, kernel, tuple(self.card.input_shape))  # type: ignore[assignment]
+            self._gradcam = CamExplainer(self._run, kernel, tuple(self.card.input_shape))
             self._load_gate()
             LOGGER.info("loaded model pack %s version %s (%s, sha256 %s) on %s in %.0f ms", self.card.id,
                         self.card.version, path.name, str(self.onnx_block.get("sha256", ""))[:12], self.device,
@@ -377,21 +366,13 @@ class OnnxEngine(InferenceEngine):
         self._input_name = inputs[0].name
 
     def _load_gate(self) -> None:
-        spec = self.card.raw.get("content_gate")
-        if not spec:
-            LOGGER.warning("model pack %s has no content gate: only its metadata gate checks what it is given",
-                           self.card.id)
+        layer = self._read_content_gate()
+        if layer is None:
             return
-        from asdesk.inference.content_gate import load_pack_gate
-
-        if str(spec.get("feature_layer", "head_pool")) != str(self.onnx_block.get("pooled_layer", "head_pool")):
-            raise CardError(f"model pack {self.card.id!r}: its content gate reads layer {spec.get('feature_layer')!r}"
-                            " but the ONNX export gives the head's pooled features only; use the TensorFlow engine")
-        try:
-            self.content_gate = load_pack_gate(self.pack.path, spec)
-        except (KeyError, TypeError, ValueError, OSError) as error:
-            raise CardError(f"model pack {self.card.id!r}: its content gate {spec.get('file')} cannot be used "
-                            f"({error}); the pack was altered or damaged: reinstall it") from error
+        if layer != str(self.onnx_block.get("pooled_layer", "head_pool")):
+            self.content_gate = None
+            raise CardError(f"model pack {self.card.id!r}: its content gate reads layer {layer!r} but the ONNX "
+                            "export gives the head's pooled features only; use the TensorFlow engine")
         self._features_from_gradcam = True
 
     def _run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -400,10 +381,10 @@ class OnnxEngine(InferenceEngine):
         return (np.asarray(features, dtype=np.float32), np.asarray(pooled, dtype=np.float32),
                 np.asarray(probabilities, dtype=np.float32).reshape(-1))
 
-    def gradcam(self) -> CamExplainer:  # type: ignore[override]
+    def gradcam(self) -> HeatMapExplainer:
         """The pack's :class:`CamExplainer` (the :class:`~asdesk.inference.gradcam.GradCam` interface)."""
         self.load()
-        return self._gradcam  # type: ignore[return-value]
+        return self._gradcam  # type: ignore[return-value]  # set by load()
 
     def _forward(self, batch: np.ndarray) -> np.ndarray:
         return self._run(batch)[2]

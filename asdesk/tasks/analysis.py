@@ -24,6 +24,7 @@ from asdesk.core import (
     ProgressSink,
     ReadError,
     SeriesResult,
+    series_refused,
 )
 from asdesk.io import read_frames, read_series
 from asdesk.tasks.decision import judge, scaled_heatmap, study_decision
@@ -168,14 +169,14 @@ def analyze_batch(
         if output.heatmap is not None:
             timings["gradcam"] = timings.get("gradcam", 0.0) + (time.perf_counter() - start) * 1000.0
         geometry = output.model_input.geometry
-        crop = tuple(int(v) for v in geometry.crop_box)
-        whole = crop == (0, 0, *geometry.image_shape)
+        top, left, bottom, right = (int(v) for v in geometry.crop_box)
+        whole = (top, left, bottom, right) == (0, 0, *geometry.image_shape)
         if gate.refused:
             LOGGER.info("%s refused by %s: %s", output.record.metadata.source.name, card.id, "; ".join(reasons))
         results.append(AnalysisResult(
             record=output.record, model_input=output.model_input.image, prediction=prediction, model=engine.info,
             heatmap=heatmap, overlay=overlay, timings_ms=timings, gate=gate,
-            crop_box=None if whole else crop))  # type: ignore[arg-type]
+            crop_box=None if whole else (top, left, bottom, right)))
     return results
 
 
@@ -199,7 +200,7 @@ def series_result(slices: Sequence[AnalysisResult], card: ModelCard, errors: Seq
     SeriesResult
     """
     refused = sum(1 for result in slices if result.refused)
-    if slices and 2 * refused > len(slices):
+    if series_refused(refused, len(slices)):
         reason = (f"the rest of its series ({refused} of {len(slices)} slices) is outside what the model was "
                   "validated for")
         slices = [result if result.refused or result.gate.overridden else dataclasses.replace(

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from asdesk.core import AnalysisResult, CardError, Prediction, SeriesResult
+from asdesk.core import AnalysisResult, Prediction, SeriesResult, series_refused
 
 if TYPE_CHECKING:
     from asdesk.inference import ModelCard, StudyRule
@@ -32,54 +32,31 @@ __all__ = [
 ]
 
 STUDY_OPERATING_POINT = "study"
-_EPSILON = 1e-7
 
 
-def calibrate(probability: float | np.ndarray, calibration: Mapping[str, Any] | None) -> float | np.ndarray:
-    """Map a raw model probability to a calibrated one with the card's calibration.
+def calibrate(card: ModelCard, probability: float) -> float:
+    """The probability shown for a raw model output: the card's calibration applied, if it has one.
 
-    Platt scaling (Platt 1999; Niculescu-Mizil & Caruana, ICML 2005): ``sigmoid(slope * logit(p) + intercept)``
-    with ``p`` clipped to [1e-7, 1 - 1e-7]. The slope is positive, so the map is strictly increasing: AUC and
-    every decision at a mapped threshold are unchanged.
+    Platt scaling (Platt 1999; :func:`asdesk.inference.calibration.calibrate`) with the card's slope and
+    intercept, which the card parser has checked (slope > 0, so the map is strictly increasing: AUC and every
+    decision at a threshold mapped the same way are unchanged).
 
     Parameters
     ----------
-    probability : float or numpy.ndarray
-        Raw positive-class probabilities in [0, 1].
-    calibration : mapping or None
-        The card's ``calibration`` block (``method "platt"``, ``slope``, ``intercept``); ``None`` or an empty
-        block returns the input unchanged.
+    card : ModelCard
+    probability : float
+        Raw positive-class probability, or a threshold on that scale, in [0, 1].
 
     Returns
     -------
-    float or numpy.ndarray
-        Calibrated probabilities in (0, 1), same shape.
-
-    Raises
-    ------
-    CardError
-        An unknown method, or a slope that is not a positive finite number.
+    float
+        In (0, 1); ``probability`` itself when the card has no calibration.
     """
-    if not calibration:
-        return probability
+    if card.calibration is None:
+        return float(probability)
     from asdesk.inference.calibration import calibrate as platt
 
-    method = str(calibration.get("method", ""))
-    if method != "platt":
-        raise CardError(f"unknown calibration method {method!r} in the model card; asdesk knows 'platt'")
-    try:
-        calibrated = platt(probability, float(calibration.get("slope", float("nan"))),
-                           float(calibration.get("intercept", 0.0)))
-    except (TypeError, ValueError) as error:
-        raise CardError(f"the card's Platt calibration is invalid ({error}): re-fit the calibration") from error
-    if np.ndim(probability) == 0:
-        return float(calibrated)
-    return calibrated
-
-
-def _calibration(card: ModelCard) -> Mapping[str, Any] | None:
-    block = card.raw.get("calibration")
-    return block if isinstance(block, Mapping) and block else None
+    return float(platt(probability, *card.calibration))
 
 
 def judge(card: ModelCard, raw_probability: float, operating_point: str | None = None) -> Prediction:
@@ -113,12 +90,11 @@ def judge(card: ModelCard, raw_probability: float, operating_point: str | None =
                          "damaged: reinstall the pack")
     name, threshold = card.threshold(operating_point)
     positive = value >= threshold
-    calibration = _calibration(card)
     return Prediction(
-        probability=float(calibrate(value, calibration)), threshold=float(calibrate(threshold, calibration)),
+        probability=calibrate(card, value), threshold=calibrate(card, threshold),
         operating_point=name, positive=positive,
         finding=card.positive_label if positive else card.negative_label,
-        raw_probability=value, calibrated=calibration is not None)
+        raw_probability=value, calibrated=card.calibration is not None)
 
 
 def study_result(values: Sequence[float], rule: StudyRule, positive_label: str = "positive",
@@ -192,13 +168,13 @@ def study_decision(slices: Sequence[AnalysisResult], card: ModelCard) -> tuple[f
     if not slices:
         raise ValueError("a study needs at least one analysed slice")
     refused = sum(1 for r in slices if r.refused)
-    series_refused = 2 * refused > len(slices)
+    whole_series_refused = series_refused(refused, len(slices))
     # Most slices refused: the series is outside the model's validated use; the score is kept for audit only.
-    usable = list(slices) if series_refused else [r for r in slices if not r.refused]
+    usable = list(slices) if whole_series_refused else [r for r in slices if not r.refused]
     raw = [r.prediction.raw_probability if r.prediction.raw_probability is not None else r.prediction.probability
            for r in usable]
-    note = f" ({refused} refused slice(s) left out)" if refused and not series_refused else ""
-    if series_refused:
+    note = f" ({refused} refused slice(s) left out)" if refused and not whole_series_refused else ""
+    if whole_series_refused:
         note = (f" ({refused} of {len(slices)} slices were refused: the series is outside what the model was "
                 "validated for and no study finding is shown)")
     rule = card.study_rule

@@ -157,13 +157,13 @@ def metadata_reasons(card: ModelCard, metadata: ImageMetadata) -> tuple[str, ...
         what = f"body part {body_part}" if body_part else "no body part in the file"
         reasons.append(f"{what} (the model accepts {_shown(card.body_parts)})")
     if modality == "MR":
-        planes = [str(p).upper() for p in card.raw.get("mr_planes", []) or []]
-        if "mr_planes" in card.raw:
+        planes = card.mr_planes
+        if "mr_planes" in card.raw:  # absent: not checked; an empty list accepts nothing
             plane = mr_plane(metadata.image_orientation)
             if plane not in planes:
                 what = f"{plane.lower()} plane" if plane else "no ImageOrientationPatient (plane unknown)"
                 reasons.append(f"{what} (the model accepts {_shown(planes).lower()} slices)")
-        sequences = [str(q).upper() for q in card.raw.get("mr_sequences", []) or []]
+        sequences = card.mr_sequences
         if "mr_sequences" in card.raw:
             sequence = mr_sequence(metadata)
             if sequence not in sequences:

@@ -30,6 +30,7 @@ from asdesk.core import (
     NullProgress,
     ProgressSink,
     ReadError,
+    series_refused,
 )
 from asdesk.io import ScanItem, read_item
 from asdesk.io.discover import discover_all
@@ -608,7 +609,7 @@ def _write_one_study(
     error = ""
     model: ModelInfo | None = None
     card = None
-    if refused and 2 * len(refused) > len(rows):
+    if series_refused(len(refused), len(rows)):
         error = (f"refused: {len(refused)} of the {len(rows)} slices of this series are outside what {model_id} was "
                  "validated for: the series is too, no study result")
     elif not scored:

@@ -72,13 +72,25 @@ def expected_calibration_error(labels: ArrayLike, probabilities: ArrayLike, n_bi
     p = np.asarray(probabilities, dtype=np.float64).ravel()
     if y.shape != p.shape or y.size == 0:
         raise ValueError(f"labels and probabilities must be equally long and non-empty: {y.shape}, {p.shape}")
+    mean_p, fraction, count = reliability_bins(y, p, n_bins)
+    return float(np.sum(count / y.size * np.abs(fraction - mean_p)))
+
+
+def reliability_bins(labels: ArrayLike, probabilities: ArrayLike,
+                     n_bins: int = ECE_BINS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The non-empty equal-width bins on [0, 1] of a reliability diagram (the bins of the ECE).
+
+    Returns
+    -------
+    mean_predicted, fraction_positive, count : numpy.ndarray
+        float64, float64 and int, one entry per non-empty bin, in bin order.
+    """
+    y = np.asarray(labels, dtype=np.float64).ravel()
+    p = np.asarray(probabilities, dtype=np.float64).ravel()
     bins = np.minimum((p * n_bins).astype(int), n_bins - 1)
-    total = 0.0
-    for b in range(n_bins):
-        inside = bins == b
-        if inside.any():
-            total += inside.sum() / y.size * abs(y[inside].mean() - p[inside].mean())
-    return float(total)
+    used = [b for b in range(n_bins) if np.any(bins == b)]
+    return (np.array([p[bins == b].mean() for b in used]), np.array([y[bins == b].mean() for b in used]),
+            np.array([int(np.sum(bins == b)) for b in used]))
 
 
 def nested_platt(labels: ArrayLike, probabilities: ArrayLike, groups: ArrayLike) -> np.ndarray:
@@ -119,20 +131,16 @@ def plot_reliability(path: str | Path, labels: ArrayLike, before: ArrayLike, aft
     -------
     Path
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from asdesk.training.plots import _new_figure, _save
 
     y = np.asarray(labels, dtype=np.float64)
-    figure = Figure(figsize=(6.0, 6.5))
-    FigureCanvasAgg(figure)
+    figure = _new_figure(6.0, 6.5)
     top, bottom = figure.subplots(2, 1, sharex=True, height_ratios=[3, 1])
     top.plot([0, 1], [0, 1], linestyle="--", color="0.6", linewidth=1, label="perfectly calibrated")
     edges = np.linspace(0.0, 1.0, n_bins + 1)
     for probs, name, colour in ((before, "raw", "tab:red"), (after, "Platt-calibrated", "tab:blue")):
         p = np.asarray(probs, dtype=np.float64)
-        bins = np.minimum((p * n_bins).astype(int), n_bins - 1)
-        xs = [p[bins == b].mean() for b in range(n_bins) if np.any(bins == b)]
-        ys = [y[bins == b].mean() for b in range(n_bins) if np.any(bins == b)]
+        xs, ys, _count = reliability_bins(y, p, n_bins)
         ece = expected_calibration_error(y, p, n_bins)
         top.plot(xs, ys, marker="o", color=colour, linewidth=2, label=f"{name}: ECE {ece:.3f}")
         bottom.hist(p, bins=edges, color=colour, alpha=0.45, label=name)
@@ -145,11 +153,7 @@ def plot_reliability(path: str | Path, labels: ArrayLike, before: ArrayLike, aft
     bottom.set_xlabel(f"predicted probability ({n_bins} equal-width bins)")
     bottom.set_ylabel("images")
     bottom.legend(fontsize=7)
-    figure.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=150)
-    return path
+    return _save(figure, path)
 
 
 def calibration_block(slope: float, intercept: float, fitted_on: str, ece_before: float, ece_after: float,
