@@ -302,8 +302,8 @@ class ModelWorker(QObject):
             operating_point = request.operating_point or None
             if operating_point is not None and operating_point not in card.operating_points:
                 operating_point = None
-            outcome = analysis.analyze_records(
-                records, model_id=card.id, operating_point=operating_point, gradcam=True,
+            outcome = analysis.analyze_records(  # the same choice as above (card.id would lose a "user:" alias)
+                records, model_id=request.model_id or None, operating_point=operating_point, gradcam=True,
                 as_series=len(records) > 1, progress=progress, cancel=request.cancel, engines=cache,
                 errors=request.read_errors, force=request.force, preprocessing=steps if modified else None)
             if isinstance(outcome, SeriesResult):
@@ -331,8 +331,8 @@ class ModelWorker(QObject):
             results, series = tuple(outcome.slices), outcome
         else:
             results, series = (outcome,), None
-        card = cache.find(pack_id=results[0].model.pack_id).card
-        engine = cache.engine_for_pack(cache.find(pack_id=card.id))
+        engine = cache.select(results[0].record, request.model_id or None)  # the pack analyze_path used
+        card = engine.card
         self.sig_analysis_done.emit(AnalysisOutcome(
             request.job_id, request.source, results, series, card, engine.device or self.device,
             tuple(dict(s) for s in card.preprocessing), False, time.perf_counter() - start))
