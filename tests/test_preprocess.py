@@ -71,6 +71,34 @@ def test_percentile_window_ignores_background_and_outliers():
     assert out[0, 0] == 0.0
 
 
+def test_reference_window_is_independent_of_the_scanner_scale_on_real_stir():
+    """STIR has no absolute scale: the same slice at 3x the signal must reach the model unchanged, and
+    the tissue reference must sit near the normal-marrow region the VHI readers drew (0.7-1.5x)."""
+    skip_without_shared("data/sij-mri-spa")
+    from asdesk.io import nifti_slices
+    from asdesk.io.nifti import read_nifti_volume
+    from asdesk.preprocess.transforms import tissue_reference
+
+    root = SHARED_DATA / "sij-mri-spa"
+    slices = nifti_slices(root / "stir" / "Pre_Scans" / "1003_STIR.nii.gz")
+    normal = read_nifti_volume(root / "normal_marrow_masks" / "1003_normal_marrow.nii.gz")[0] > 0
+    window = Window(mode="reference", low=20.0, high=4.0)
+    for index in np.flatnonzero(normal.any(axis=(1, 2))):
+        source = slices[index]
+        brighter = record(source.pixels * 3.0)
+        np.testing.assert_allclose(window(brighter), window(record(source.pixels)), atol=1e-6)
+        ratio = tissue_reference(source.pixels) / float(source.pixels[normal[index]].mean())
+        assert 0.7 < ratio < 1.5, (index, ratio)
+    out = window(slices[12])
+    assert out.dtype == np.float32 and 0.0 <= out.min() and out.max() <= 1.0
+    assert 0.2 < float(np.median(out[out > 0])) < 0.35  # tissue near 1/4 of the range: 4x the reference is 1
+
+
+def test_reference_window_of_an_empty_image_is_zero_not_nan():
+    out = Window(mode="reference", low=20.0, high=4.0)(record(np.zeros((8, 8))))
+    assert np.all(out == 0.0)
+
+
 def test_display_window_returns_record_display():
     display = np.linspace(0, 1, 16, dtype=np.float32).reshape(4, 4)
     out = Window(mode="display")(record(np.zeros((4, 4)), display=display))
@@ -84,6 +112,8 @@ def test_window_rejects_bad_parameters():
         Window(mode="percentile", low=90, high=10)
     with pytest.raises(PreprocessError):
         Window(mode="auto")
+    with pytest.raises(PreprocessError):
+        Window(mode="reference", low=20, high=0)
 
 
 def test_crop_millimetres_uses_pixel_spacing():

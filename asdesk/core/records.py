@@ -148,6 +148,9 @@ class ModelInfo:
         Where the pack comes from: ``"bundled"`` (shipped with asdesk, pinned), ``"user-installed, signed (key
         <fingerprint>)"`` or ``"user-installed, unsigned"``; ``""`` when not known (a card read on its own).
         Every result, CSV row and report should show it.
+    map_name : str
+        What the pack's heat map is, as the viewer, legends and reports name it: ``"Grad-CAM"`` (where the
+        classifier looked) or ``"oedema map"`` (a segmentation model's per-pixel oedema probability).
     """
 
     pack_id: str
@@ -157,6 +160,7 @@ class ModelInfo:
     positive_label: str = "positive"
     negative_label: str = "negative"
     origin: str = ""
+    map_name: str = "Grad-CAM"
 
 
 @dataclass(frozen=True)

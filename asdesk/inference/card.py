@@ -194,7 +194,22 @@ class ModelCard:
     def model_info(self) -> ModelInfo:
         """Pack id, version and hash for results and reports."""
         return ModelInfo(pack_id=self.id, version=self.version, sha256=self.sha256, task=self.task,
-                         positive_label=self.positive_label, negative_label=self.negative_label)
+                         positive_label=self.positive_label, negative_label=self.negative_label,
+                         map_name=self.map_name)
+
+    @property
+    def explanation(self) -> str:
+        """The kind of heat map: ``"grad_cam"`` (default; classifiers) or ``"oedema_map"`` (the card's
+        ``explanation.kind``: a segmentation model whose ``gradcam_layer`` is its per-pixel probability
+        output, shown as it is, not normalised to its maximum)."""
+        block = self.raw.get("explanation")
+        kind = str(block.get("kind", "grad_cam")) if isinstance(block, Mapping) else "grad_cam"
+        return kind if kind in ("grad_cam", "oedema_map") else "grad_cam"
+
+    @property
+    def map_name(self) -> str:
+        """How the heat map is named to the user: ``"Grad-CAM"`` or ``"oedema map"``."""
+        return "oedema map" if self.explanation == "oedema_map" else "Grad-CAM"
 
     def threshold(self, operating_point: str | None = None) -> tuple[str, float]:
         """(name, threshold) of an operating point; the card's default when ``None``.

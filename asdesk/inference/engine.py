@@ -130,11 +130,15 @@ class InferenceEngine:
         ModelHashMismatchError
             ``model.keras`` differs from the card's SHA-256 (``verify_hash``).
         CardError
-            The model cannot be loaded, or its input shape differs from the card's.
+            The model cannot be loaded, or its input shape differs from the card's, or the pack is a
+            segmentation pack (an oedema map), which runs in the lean runtime only (its ``model.onnx``).
         """
         with self._lock:
             if self._model is not None:
                 return self
+            if self.card.explanation != "grad_cam":
+                raise CardError(f"model pack {self.card.id!r} outputs an {self.card.map_name} and runs in the lean "
+                                "runtime only (its model.onnx in ONNX Runtime); unset ASDESK_RUNTIME=tensorflow")
             start = time.perf_counter()
             if self.verify_hash:
                 self.pack.verify_hash()
@@ -404,7 +408,8 @@ class InferenceEngine:
         for index, (record, model_input) in enumerate(zip(records, inputs, strict=True)):
             start = time.perf_counter()
             raw_map = cams[index]
-            heatmap = map_on_image(raw_map, model_input.geometry) if raw_map is not None else None
+            heatmap = (map_on_image(raw_map, model_input.geometry, normalise=self.card.explanation == "grad_cam")
+                       if raw_map is not None else None)
             gradcam_ms = _milliseconds(start) if raw_map is not None else 0.0
             value = float(probabilities[index])
             if not np.isfinite(value):

@@ -281,7 +281,7 @@ def upsample_and_normalise(cams: np.ndarray, size: tuple[int, int]) -> np.ndarra
     return out
 
 
-def map_on_image(cam: np.ndarray, geometry: Any) -> np.ndarray:  # noqa: ANN401
+def map_on_image(cam: np.ndarray, geometry: Any, normalise: bool = True) -> np.ndarray:  # noqa: ANN401
     """Draw one raw Grad-CAM map back onto its image, normalised over the region the model saw.
 
     The map is upsampled to the model-input grid, the padding that the resize step added is cut away (so
@@ -295,6 +295,9 @@ def map_on_image(cam: np.ndarray, geometry: Any) -> np.ndarray:  # noqa: ANN401
         float (h', w') >= 0 at the Grad-CAM layer's resolution (:meth:`GradCam.raw`).
     geometry : asdesk.preprocess.Geometry
         The model input's geometry (``ModelInput.geometry``).
+    normalise : bool
+        Divide by the maximum inside the model's view (Grad-CAM). ``False`` for maps that are already
+        probabilities in [0, 1] (an oedema map): they are only resampled, clipped and mapped back.
 
     Returns
     -------
@@ -304,11 +307,16 @@ def map_on_image(cam: np.ndarray, geometry: Any) -> np.ndarray:  # noqa: ANN401
         strong the finding is (:func:`asdesk.tasks.decision.scaled_heatmap`).
     """
     height, width = geometry.array_shape
-    grid = upsample_and_normalise(np.asarray(cam, dtype=np.float32)[None], (height, width))[0]
+    if normalise:
+        grid = upsample_and_normalise(np.asarray(cam, dtype=np.float32)[None], (height, width))[0]
+    else:
+        values = np.nan_to_num(np.asarray(cam, dtype=np.float32), nan=0.0, posinf=1.0, neginf=0.0)
+        grid = np.clip(cv2.resize(values, (width, height), interpolation=cv2.INTER_LINEAR)
+                       if values.shape != (height, width) else values, 0.0, 1.0)
     top, left, bottom, right = geometry.content_box
     inside = np.zeros_like(grid)
     inside[top:bottom, left:right] = grid[top:bottom, left:right]
     peak = float(inside.max()) if inside.size else 0.0
-    if peak > 0.0:
+    if normalise and peak > 0.0:
         inside /= peak
     return np.clip(geometry.to_image(inside), 0.0, 1.0).astype(np.float32)

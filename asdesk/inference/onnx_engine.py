@@ -48,6 +48,10 @@ FEATURES_OUTPUT = "features"
 POOLED_OUTPUT = "pooled"
 PROBABILITY_OUTPUT = "probability"
 OUTPUTS = (FEATURES_OUTPUT, POOLED_OUTPUT, PROBABILITY_OUTPUT)
+MAP_OUTPUT = "oedema_map"
+#: Outputs of a segmentation pack (card ``explanation.kind == "oedema_map"``): the per-pixel probability map
+#: (N, h, w, 1), the pooled bottleneck features (N, C) and the slice score (N, 1) derived from the map.
+MAP_OUTPUTS = (MAP_OUTPUT, POOLED_OUTPUT, PROBABILITY_OUTPUT)
 INPUT_NAME = "image"
 #: GPU providers tried before the CPU, in order, when this onnxruntime build has them.
 GPU_PROVIDERS = ("CUDAExecutionProvider", "DmlExecutionProvider")
@@ -244,6 +248,37 @@ class CamExplainer(HeatMapExplainer):
         return probabilities, class_activation_maps(features, self.kernel), pooled
 
 
+class MapExplainer(HeatMapExplainer):
+    """The heat map of a segmentation pack: its own per-pixel oedema probability output, no CAM.
+
+    Parameters
+    ----------
+    run : callable
+        ``run(batch) -> (maps (N, h, w), pooled (N, C), probabilities (N,))`` in float32.
+    input_shape : tuple of int
+        (h, w, 3) of the model input.
+    """
+
+    score = "oedema probability per pixel"
+
+    def __init__(self, run: Any, input_shape: tuple[int, ...]) -> None:  # noqa: ANN401
+        self._run = run
+        self.input_shape = tuple(int(d) for d in input_shape)
+
+    _check = CamExplainer._check
+
+    def raw_with_features(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Slice scores (N,), oedema probability maps float32 (N, h, w) in [0, 1] and pooled features (N, C).
+
+        Raises
+        ------
+        ValueError
+            Wrong shape.
+        """
+        maps, pooled, probabilities = self._run(self._check(batch))
+        return probabilities, maps, pooled
+
+
 class OnnxEngine(InferenceEngine):
     """:class:`InferenceEngine` on the pack's ``model.onnx`` in ONNX Runtime: same ``infer()``, no TensorFlow.
 
@@ -276,7 +311,9 @@ class OnnxEngine(InferenceEngine):
                  threads: int | None = None) -> None:
         super().__init__(pack, batch_size=batch_size, verify_hash=verify_hash)
         block = pack.card.raw.get("onnx")
-        if not isinstance(block, dict) or not block.get("file") or not isinstance(block.get("head"), dict):
+        self.segmentation = pack.card.explanation == "oedema_map"
+        if not isinstance(block, dict) or not block.get("file") or not (
+                self.segmentation or isinstance(block.get("head"), dict)):
             raise CardError(f"model pack {pack.card.id!r}: its card has no usable 'onnx' block (file and head); "
                             f"export it with 'asdesk export {pack.path}' or use the TensorFlow engine")
         self.onnx_block = block
@@ -321,12 +358,14 @@ class OnnxEngine(InferenceEngine):
             import onnxruntime as ort
 
             path = self.pack.path / str(self.onnx_block["file"])
-            head_path = self.pack.path / str(self.onnx_block["head"]["file"])
-            try:
-                kernel, _bias = load_head(head_path)
-            except (ValueError, OSError) as error:
-                raise CardError(f"model pack {self.card.id!r}: {head_path.name} cannot be used ({error}); the "
-                                "pack was altered or damaged: reinstall it or export it again") from error
+            kernel = np.zeros(0, np.float32)
+            if not self.segmentation:
+                head_path = self.pack.path / str(self.onnx_block["head"]["file"])
+                try:
+                    kernel, _bias = load_head(head_path)
+                except (ValueError, OSError) as error:
+                    raise CardError(f"model pack {self.card.id!r}: {head_path.name} cannot be used ({error}); "
+                                    "the pack was altered or damaged: reinstall it or export it again") from error
             try:
                 session = ort.InferenceSession(str(path), session_options(self.threads),
                                                providers=available_providers())
@@ -337,7 +376,8 @@ class OnnxEngine(InferenceEngine):
             self._kernel = kernel
             self.device = describe_device(session.get_providers(), self.threads)
             self._session = session
-            self._gradcam = CamExplainer(self._run, kernel, tuple(self.card.input_shape))
+            self._gradcam = (MapExplainer(self._run, tuple(self.card.input_shape)) if self.segmentation
+                             else CamExplainer(self._run, kernel, tuple(self.card.input_shape)))
             self._load_gate()
             LOGGER.info("loaded model pack %s version %s (%s, sha256 %s) on %s in %.0f ms", self.card.id,
                         self.card.version, path.name, str(self.onnx_block.get("sha256", ""))[:12], self.device,
@@ -354,9 +394,10 @@ class OnnxEngine(InferenceEngine):
             shape = tuple(inputs[0].shape[1:])
             if shape != tuple(self.card.input_shape):
                 problems.append(f"input {shape} but the card says {tuple(self.card.input_shape)}")
-        if set(outputs) != set(OUTPUTS):
-            problems.append(f"outputs {sorted(outputs)} instead of {sorted(OUTPUTS)}")
-        else:
+        expected = MAP_OUTPUTS if self.segmentation else OUTPUTS
+        if set(outputs) != set(expected):
+            problems.append(f"outputs {sorted(outputs)} instead of {sorted(expected)}")
+        elif not self.segmentation:
             channels = outputs[FEATURES_OUTPUT].shape[-1]
             if isinstance(channels, int) and channels != kernel.shape[0]:
                 problems.append(f"{channels} feature channels but the head has {kernel.shape[0]} weights")
@@ -377,7 +418,10 @@ class OnnxEngine(InferenceEngine):
 
     def _run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         features, pooled, probabilities = self._session.run(
-            list(OUTPUTS), {self._input_name: np.ascontiguousarray(batch, np.float32)})
+            list(MAP_OUTPUTS if self.segmentation else OUTPUTS),
+            {self._input_name: np.ascontiguousarray(batch, np.float32)})
+        if self.segmentation:
+            features = np.asarray(features, dtype=np.float32)[..., 0]
         return (np.asarray(features, dtype=np.float32), np.asarray(pooled, dtype=np.float32),
                 np.asarray(probabilities, dtype=np.float32).reshape(-1))
 

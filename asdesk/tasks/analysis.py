@@ -163,7 +163,7 @@ def analyze_batch(
                            overridden=bool(force and reasons), content_checked=engine.content_gate is not None)
         prediction = judge(card, output.probability, name)
         start = time.perf_counter()
-        heatmap = scaled_heatmap(output.heatmap, prediction, gate.refused)
+        heatmap = scaled_heatmap(output.heatmap, prediction, gate.refused, scale=card.explanation == "grad_cam")
         overlay = overlay_rgba(heatmap) if heatmap is not None else None
         timings = dict(output.timings_ms)
         if output.heatmap is not None:

@@ -192,7 +192,8 @@ def study_decision(slices: Sequence[AnalysisResult], card: ModelCard) -> tuple[f
     return prediction.probability, prediction, text + note
 
 
-def scaled_heatmap(heatmap: np.ndarray | None, prediction: Prediction, refused: bool) -> np.ndarray | None:
+def scaled_heatmap(heatmap: np.ndarray | None, prediction: Prediction, refused: bool,
+                   scale: bool = True) -> np.ndarray | None:
     """The heat map as shown: its shape from Grad-CAM, its strength from the finding.
 
     A map normalised to its own maximum looks equally hot at probability 0.02 and 0.98. Scaling it by the
@@ -205,14 +206,20 @@ def scaled_heatmap(heatmap: np.ndarray | None, prediction: Prediction, refused: 
         float32 (H, W) in [0, 1] (:func:`asdesk.inference.gradcam.map_on_image`).
     prediction : Prediction
     refused : bool
+    scale : bool
+        Multiply by the probability (Grad-CAM, normalised to its maximum). ``False`` for an oedema map,
+        whose values are already per-pixel probabilities: it is shown as it is.
 
     Returns
     -------
     numpy.ndarray or None
-        float32 (H, W) in [0, prediction.probability]; ``None`` when refused or without a map.
+        float32 (H, W) in [0, prediction.probability] (or [0, 1] unscaled); ``None`` when refused or without
+        a map.
     """
     if heatmap is None or refused:
         return None
+    if not scale:
+        return np.asarray(heatmap, dtype=np.float32)
     return (np.asarray(heatmap, dtype=np.float32) * np.float32(prediction.probability)).astype(np.float32)
 
 

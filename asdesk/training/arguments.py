@@ -11,8 +11,10 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``train`` options to ``parser``."""
     parser.add_argument("data", help="labelled folder <root>/<label>/<images>, or the SIJ STIR NIfTI root "
                                      "(with --task sij-stir)")
-    parser.add_argument("--task", choices=("folder", "sij-stir"), default="folder",
-                        help="folder: labelled image folders; sij-stir: STIR NIfTI + reader inflammation masks")
+    parser.add_argument("--task", choices=("folder", "sij-stir", "sij-oedema"), default="folder",
+                        help="folder: labelled image folders; sij-stir: STIR NIfTI + reader inflammation masks, "
+                             "slice classifier; sij-oedema: the same data, oedema-map U-Net trained on the readers' "
+                             "outlines (leave-one-patient-out, then the pack; asdesk.training.oedema)")
     parser.add_argument("--architecture", choices=sorted(GRADCAM_LAYERS), default="MobileNetV2")
     parser.add_argument("--weights", default="none",
                         help="backbone weights: 'imagenet' (needs internet), a no-top .weights.h5 file, or none")

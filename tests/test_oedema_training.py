@@ -1,0 +1,116 @@
+"""Oedema-map training pieces: masks follow the image, augmentation moves both, the U-Net's score, ONNX parity."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import SHARED_DATA
+
+from asdesk.core import ImageMetadata, ImageRecord
+
+pytest.importorskip("keras", reason="needs Keras (the train extra)")
+
+
+def _record(pixels: np.ndarray, spacing: tuple[float, float]) -> ImageRecord:
+    pixels = pixels.astype(np.float32)
+    meta = ImageMetadata(source=Path("synthetic"), photometric_interpretation="MONOCHROME2", pixel_spacing_mm=spacing)
+    return ImageRecord(pixels=pixels, display=pixels / max(float(pixels.max()), 1.0), metadata=meta)
+
+
+@pytest.mark.parametrize("shape, spacing", [((336, 336), (0.595, 0.595)), ((256, 256), (0.977, 0.977)),
+                                            ((300, 220), (0.7, 0.9))])
+def test_a_mask_follows_its_image_through_crop_and_resize(shape, spacing):
+    from asdesk.training.oedema import mask_to_input, pipeline
+
+    rows, cols = shape
+    pixels = np.full(shape, 100.0)
+    mask = np.zeros(shape, bool)
+    centre = (rows // 2 + int(20 / spacing[0]), cols // 2 - int(30 / spacing[1]))  # 20 mm down, 30 mm to the left
+    half = (int(8 / spacing[0]), int(8 / spacing[1]))
+    mask[centre[0] - half[0]:centre[0] + half[0], centre[1] - half[1]:centre[1] + half[1]] = True
+    pixels[mask] = 400.0
+    image = pipeline()(_record(pixels, spacing)).image
+    moved = mask_to_input(mask, spacing)
+    bright = image > (image.max() + np.median(image)) / 2
+    overlap = np.logical_and(bright, moved).sum() / np.logical_or(bright, moved).sum()
+    assert overlap > 0.85, overlap
+    if spacing[0] == spacing[1]:  # a 16 mm square at 176 mm / 256 px, whatever the scanner's pixel size
+        assert moved.sum() == pytest.approx((16 / (176 / 256)) ** 2, rel=0.2)
+
+
+def test_augmentation_moves_the_mask_with_the_image():
+    from asdesk.training.oedema import augment_pair
+
+    image = np.zeros((128, 128), np.float32)
+    mask = np.zeros((128, 128), bool)
+    image[40:52, 90:102] = 1.0
+    mask[40:52, 90:102] = True
+    rng = np.random.default_rng(3)
+    for _ in range(10):
+        out, moved = augment_pair(image, mask, rng)
+        assert out.shape == image.shape and out.dtype == np.float32 and 0.0 <= out.min() and out.max() <= 1.0
+        bright = out > 0.5 * out.max()
+        ys, xs = np.nonzero(moved)
+        by, bx = np.nonzero(bright)
+        assert abs(ys.mean() - by.mean()) < 2.5 and abs(xs.mean() - bx.mean()) < 2.5
+        # no flip: the spot (centre x = 96) stays on the right half (a flip would put it at x = 32)
+        assert xs.mean() > 64
+
+
+@pytest.fixture(scope="module")
+def small_unet():
+    import keras
+
+    from asdesk.training.oedema import build_unet
+
+    keras.utils.set_random_seed(0)
+    return build_unet(weights=None, input_size=64)
+
+
+def test_the_slice_score_is_the_peak_of_the_maps_local_mean(small_unet):
+    from scipy.ndimage import uniform_filter
+
+    from asdesk.training.oedema import MAP_OUTPUT, SCORE_OUTPUT, SCORE_WINDOW
+
+    x = np.random.default_rng(0).uniform(-1, 1, (3, 64, 64, 3)).astype(np.float32)
+    out = small_unet(x, training=False)
+    maps, scores = np.asarray(out[MAP_OUTPUT])[..., 0], np.asarray(out[SCORE_OUTPUT]).reshape(-1)
+    assert maps.shape == (3, 64, 64) and np.all((maps >= 0) & (maps <= 1))
+    for m, s in zip(maps, scores, strict=True):
+        total = uniform_filter(m.astype(np.float64), SCORE_WINDOW, mode="constant")
+        count = uniform_filter(np.ones_like(m, np.float64), SCORE_WINDOW, mode="constant")
+        assert s == pytest.approx(float((total / count).max()), abs=1e-5)
+
+
+def test_the_runtime_graph_exports_to_onnx_with_parity(small_unet, tmp_path):
+    pytest.importorskip("tf2onnx", reason="needs tf2onnx (the train extra)")
+    import onnxruntime as ort
+
+    from asdesk.training.oedema_pack import export_onnx, keras_outputs
+
+    path = tmp_path / "unet.onnx"
+    export_onnx(small_unet, path)
+    images = np.random.default_rng(1).uniform(0, 1, (4, 64, 64)).astype(np.float32)
+    maps, pooled, scores = keras_outputs(small_unet, images)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x = (images[..., None].repeat(3, axis=-1) * 2 - 1).astype(np.float32)
+    got_map, got_pooled, got_score = session.run(["oedema_map", "pooled", "probability"], {"image": x})
+    assert np.max(np.abs(got_map[..., 0] - maps)) < 1e-5
+    assert np.max(np.abs(got_pooled - pooled)) < 1e-4
+    assert np.max(np.abs(got_score.reshape(-1) - scores)) < 1e-5
+
+
+def test_reader_masks_load_aligned_with_their_volumes():
+    from asdesk.training.oedema import load_volumes, prepare
+
+    if not (SHARED_DATA / "sij-mri-spa").is_dir():
+        pytest.skip("needs ../shared/data/sij-mri-spa: not present (a user's clone has no shared folder)")
+    volumes = load_volumes(SHARED_DATA / "sij-mri-spa")
+    assert len(volumes) == 8 and all(len(v.readers) == 4 for v in volumes)
+    data = prepare(volumes)
+    assert data.images.shape == (198, 256, 256) and int(data.labels.sum()) == 119  # the data README's counts
+    # oedema is bright on STIR: the consensus region is brighter than the tissue around it
+    inside = data.images[data.consensus].mean()
+    assert inside > 1.5 * np.median(data.images[data.images > 0.05])
