@@ -387,7 +387,8 @@ def _batches(images: np.ndarray, masks: np.ndarray, labels: np.ndarray, batch_si
 
 def train_unet(data: Prepared, index: np.ndarray, weights: str | Path | None, epochs: int = 30,
                batch_size: int = 8, seed: int = 0) -> Any:  # noqa: ANN401
-    """Train a U-Net on ``data[index]`` (labelled slices) for a fixed number of epochs (no early stopping).
+    """Train a U-Net on ``data[index]`` (labelled slices) for a fixed number of epochs (no early stopping),
+    then recompute the decoder's BatchNorm statistics on those slices (:func:`recalibrate_batchnorm`).
 
     Parameters
     ----------
@@ -409,7 +410,58 @@ def train_unet(data: Prepared, index: np.ndarray, weights: str | Path | None, ep
     steps = len(index) // batch_size
     generator = _batches(data.images[index], data.consensus[index], data.labels[index], batch_size, epochs, seed)
     model.fit(generator, epochs=epochs, steps_per_epoch=steps, verbose=2)
+    recalibrate_batchnorm(model, data.images[index])
     return model
+
+
+def recalibrate_batchnorm(model: Any, images: np.ndarray, batch_size: int = 8) -> dict[str, float]:  # noqa: ANN401
+    """Set the decoder's BatchNormalization statistics to their values on the (unaugmented) training images.
+
+    During training the moving averages trail the weights and follow augmented batches; measured on the first
+    final model, the decoder's moving means sat about one standard deviation from the population means and the
+    map lit up a fifth of every slice in inference mode (a few percent in training mode). Recomputing them
+    once on the training images after training is "precise BN" (Wu & Johnson, "Rethinking 'Batch' in
+    BatchNorm", 2021). Layer by layer, since each depends on the ones before it; the frozen encoder keeps its
+    pretrained statistics.
+
+    Parameters
+    ----------
+    model : keras.Model
+        From :func:`build_unet`, trained.
+    images : numpy.ndarray
+        float32 (N, s, s) in [0, 1]: the training images (no augmentation).
+    batch_size : int
+
+    Returns
+    -------
+    dict
+        Layer name -> median |old - new| moving mean in units of the new standard deviation (the correction).
+    """
+    import keras
+
+    x = images[..., None].repeat(3, axis=-1).astype(np.float32) * 2.0 - 1.0
+    changes = {}
+    for layer in model.layers:
+        if not (isinstance(layer, keras.layers.BatchNormalization) and layer.trainable):
+            continue
+        probe = keras.Model(model.inputs[0], layer.input)
+        total = np.zeros(layer.moving_mean.shape, np.float64)
+        squares = np.zeros_like(total)
+        count = 0
+        for first in range(0, len(x), batch_size):
+            values = np.asarray(probe(x[first:first + batch_size], training=False), np.float64)
+            values = values.reshape(-1, values.shape[-1])
+            total += values.sum(axis=0)
+            squares += (values ** 2).sum(axis=0)
+            count += values.shape[0]
+        mean = total / count
+        variance = np.maximum(squares / count - mean ** 2, 0.0)
+        old = np.asarray(layer.moving_mean.numpy(), np.float64)
+        changes[layer.name] = float(np.median(np.abs(old - mean) / np.sqrt(variance + layer.epsilon)))
+        layer.moving_mean.assign(mean.astype(np.float32))
+        layer.moving_variance.assign(variance.astype(np.float32))
+    LOGGER.info("BatchNorm recalibrated on %d images: %s", len(images), changes)
+    return changes
 
 
 def predict(model: Any, images: np.ndarray, batch_size: int = 8) -> tuple[np.ndarray, np.ndarray]:  # noqa: ANN401
