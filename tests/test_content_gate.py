@@ -236,6 +236,11 @@ def _features(pack_dir: Path, records: list) -> np.ndarray:
 
     pack = load_pack(pack_dir)
     pipeline = pack.card.pipeline()
+    if pack.card.explanation == "oedema_map":  # a segmentation pack: pooled features come from its ONNX graph
+        from asdesk.inference.onnx_engine import OnnxEngine
+
+        engine = OnnxEngine(pack).load()
+        return engine._run(np.stack([pipeline(record).tensor for record in records]))[1]
     model = feature_model(load_model(pack.model_path), pack.card.content_gate["feature_layer"])
     batch = np.stack([pipeline(record).tensor for record in records])
     return np.asarray(model(batch, training=False)[0])

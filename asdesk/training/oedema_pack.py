@@ -293,8 +293,14 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
 
     from asdesk.inference.pack import write_pack
     from asdesk.inference.trust import sha256_file
-    from asdesk.training.calibration import calibration_block, expected_calibration_error, fit_platt, nested_platt
-    from asdesk.training.evaluate import performance_block
+    from asdesk.training.calibration import (
+        calibration_block,
+        expected_calibration_error,
+        fit_platt,
+        nested_platt,
+        plot_reliability,
+    )
+    from asdesk.training.evaluate import performance_block, write_evaluation_files
     from asdesk.training.gatefit import nested_gate, training_patients_block, write_gate
     from asdesk.training.metrics import choose_operating_points
     from asdesk.training.packfit import nested_study_level
@@ -408,6 +414,9 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
     try:
         slope, intercept = (round(v, 6) for v in fit_platt(labels, scores))
         nested = nested_platt(labels, scores, groups)
+        (out / "evaluation").mkdir(parents=True, exist_ok=True)
+        plot_reliability(out / "evaluation" / "reliability.png", labels, scores, nested,
+                         "out-of-fold; calibrated per patient by a fit on the others")
         card["calibration"] = calibration_block(
             slope, intercept, f"the out-of-fold scores of all {len(labels)} slices",
             expected_calibration_error(labels, scores), expected_calibration_error(labels, nested),
@@ -431,13 +440,11 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
         "pooled_layer": oedema.POOLED_LAYER, "heatmap": "the model's own oedema map output", "parity": parity,
         "runtime": parity["runtime"]}
     (out / "card.json").write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
-    evaluation = out / "evaluation"
-    evaluation.mkdir(exist_ok=True)
-    with (evaluation / "predictions.csv").open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["key", "patient", "label", "probability"])
-        for patient, index, label, score in zip(groups, data.slices, labels, scores, strict=True):
-            writer.writerow([f"{patient}#{index}", patient, int(label), f"{score:.6f}"])
+    keys = [f"{patient}#{index}" for patient, index in zip(groups, data.slices, strict=True)]
+    write_evaluation_files(out / "evaluation", args.pack_id, labels, scores, groups, keys, points)
+    (out / "evaluation" / "results.json").write_text(json.dumps(
+        {"performance": performance, "localisation": local, "comparison": comparison}, indent=2) + "\n",
+        encoding="utf-8")
     return document
 
 
