@@ -64,6 +64,9 @@ class SliceKeyRouter(QObject):
         key = event.key()  # type: ignore[attr-defined]
         if key not in ROUTED_KEYS or not isinstance(watched, QWidget):
             return False
+        focus = QApplication.focusWidget()
+        if focus is not None and watched is not focus:
+            return False  # the same key passed on to a parent (e.g. a line edit ignored Up): not ours to take
         if watched.window() is not self._window or is_text_entry(watched):
             return False
         if QApplication.activePopupWidget() is not None or QApplication.activeModalWidget() is not None:
