@@ -108,6 +108,8 @@ class MeasurementLayer(QObject):
         self._start: QPointF | None = None
         self._selected: Measurement | None = None
         self.tool: str | None = None
+        view.sigRangeChanged.connect(lambda *_args: self._place_labels())
+        view.sigResized.connect(lambda *_args: self._place_labels())
 
     # ---------------------------------------------------------------------------------------- queries
     def measurements(self, slice_index: int | None = None) -> list[Measurement]:
@@ -274,15 +276,40 @@ class MeasurementLayer(QObject):
         if measurement.kind == "ruler":
             start, end = measurement.points()
             measurement.result = measure_line(start, end, record.metadata)
-            anchor = max((start, end), key=lambda p: (p[0], p[1]))
-            measurement.label.setAnchor((0.0, 0.5))
-            measurement.label.setPos(anchor[0] + 2.0, anchor[1])
         else:
             pos, size = measurement.roi.pos(), measurement.roi.size()
             measurement.result = measure_roi(record.pixels, measurement.kind, (pos.x(), pos.y()),
                                              (size.x(), size.y()), record.metadata, measurement.roi.angle())
-            measurement.label.setAnchor((0.0, 0.0))
-            measurement.label.setPos(pos.x() + size.x() + 1.0, pos.y() + size.y() + 1.0)
         measurement.label.setText(measurement.text())
+        self._place_label(measurement)
         if not self.drawing or measurement is not self._drawing:
             self.sig_changed.emit()
+
+    def _place_labels(self) -> None:
+        for measurement in self._items:
+            if measurement.label.isVisible():
+                self._place_label(measurement)
+
+    def _place_label(self, measurement: Measurement) -> None:
+        """Put the numbers beside the shape (right of it, below an ROI), on the other side when they would
+        leave the viewport."""
+        (x0, y0), (x1, y1) = measurement.points()
+        left, right = min(x0, x1), max(x0, x1)
+        label = measurement.label
+        if measurement.kind == "ruler":
+            end = (x0, y0) if (x0, y0) > (x1, y1) else (x1, y1)
+            start = (x1, y1) if end == (x0, y0) else (x0, y0)
+            choices = [((end[0], end[1]), (0.0, 0.5), 2.0), ((start[0], start[1]), (1.0, 0.5), -2.0)]
+        else:
+            top, bottom = min(y0, y1), max(y0, y1)
+            choices = [((right, bottom), (0.0, 0.0), 1.0), ((left, bottom), (1.0, 0.0), -1.0),
+                       ((right, top), (0.0, 1.0), 1.0), ((left, top), (1.0, 1.0), -1.0)]
+        view_rect = self._view.sceneBoundingRect()
+        for (x, y), anchor, offset in choices:
+            label.setAnchor(anchor)
+            label.setPos(x + offset, y)
+            if view_rect.contains(label.sceneBoundingRect()):
+                return
+        (x, y), anchor, offset = choices[0]
+        label.setAnchor(anchor)
+        label.setPos(x + offset, y)

@@ -26,6 +26,7 @@ on the anatomy it refers to.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -293,7 +294,9 @@ class ImageViewer(QWidget):
         self.preset_box.activated.connect(self._on_preset)
         self.window_label = QLabel("")
         self.readout = QLabel("")
-        self.readout.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
+        # Never widens the row (side by side, each viewer is half as wide): long texts are shortened instead.
+        self.readout.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self.readout.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
 
         bar = QHBoxLayout()
         bar.setContentsMargins(4, 2, 4, 2)
@@ -307,8 +310,8 @@ class ImageViewer(QWidget):
         tools.addWidget(QLabel("Window"))
         tools.addWidget(self.preset_box)
         tools.addWidget(self.window_label)
-        tools.addStretch(1)
-        tools.addWidget(self.readout)
+        tools.addSpacing(12)
+        tools.addWidget(self.readout, 1)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.setSpacing(0)
@@ -795,4 +798,10 @@ class ImageViewer(QWidget):
             self.readout.setText("")
             return
         point = self.view.mapSceneToView(self._mouse_scene_pos)
-        self.readout.setText(self.pixel_readout(point.x(), point.y()))
+        text = self.pixel_readout(point.x(), point.y())
+        self.readout.setToolTip(text)
+        metrics = self.readout.fontMetrics()
+        if metrics.horizontalAdvance(text) > self.readout.width():
+            text = re.sub(r"  \([^)]*\) mm", "", text)  # without the position in mm
+            text = metrics.elidedText(text, Qt.TextElideMode.ElideRight, self.readout.width())
+        self.readout.setText(text)
