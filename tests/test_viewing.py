@@ -234,5 +234,6 @@ def test_corner_text_of_a_real_stir_slice(study):
     # A PNG: no patient, no series, no position; the window and zoom still show.
     png = corner_text(ImageMetadata(Path("knee.png"), format="PNG"), ViewState(window_centre=128, window_width=256))
     assert png.top_left == () and png.bottom_left == () and png.bottom_right == ("W 256  L 128",)
-    located = corner_text(meta(slice_location_mm=-12.34, patient_name="Doe^John"), ViewState())
+    located = corner_text(meta(slice_location_mm=-12.34, patient_name="Doe^John", series_number=3), ViewState())
     assert located.bottom_left == ("Loc -12.3 mm",) and located.top_left == ("DOE, John",)
+    assert located.top_right == ("Se 3",)  # a series number without a description

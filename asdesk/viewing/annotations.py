@@ -134,9 +134,10 @@ def corner_text(metadata: ImageMetadata, view: ViewState) -> CornerText:
     top_left = tuple(line for line in (name, f"ID {metadata.patient_id}" if metadata.patient_id else "") if line)
 
     study = " ".join(part for part in (metadata.modality, format_date(metadata.study_date)) if part)
-    series = series_title(metadata)
-    top_right = tuple(line for line in (study, " ".join(metadata.study_description.split()),
-                                        f"Se {series}" if series else "") if line)
+    description = " ".join(metadata.series_description.split())
+    series = f"Se {metadata.series_number}" if metadata.series_number is not None else ""
+    series = f"{series}: {description}" if series and description else series or description
+    top_right = tuple(line for line in (study, " ".join(metadata.study_description.split()), series) if line)
 
     bottom_left_lines = []
     slice_line = f"Slice {view.index + 1} / {view.count}" if view.count > 1 else ""
