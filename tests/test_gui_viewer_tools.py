@@ -274,3 +274,28 @@ def test_invert_reverses_the_grey_scale_and_says_so(qtbot, viewer):
     assert viewer.inverted and viewer.image_item.lut is None
     viewer.set_inverted(False)
     assert int(np.asarray(viewer.image_item.lut)[0, 0]) == 255
+
+
+def test_corner_lines_are_elided_only_where_they_would_meet(qtbot, viewer):
+    from PySide6.QtGui import QFontMetricsF
+
+    from asdesk.gui.annotation_layer import MARGIN
+
+    pixels = np.arange(64 * 64, dtype=np.float32).reshape(64, 64)
+    long_name = "Averylongfamilyname^Withaverylonggivenname^Andmiddle"
+    meta = ImageMetadata(Path("x.dcm"), modality="MR", patient_name=long_name, patient_id="ID-0123456789",
+                         study_date="20080222", study_description="SACROILIAC JOINTS BOTH SIDES WITH CONTRAST",
+                         series_number=10, series_description="CORO Stir_FIL_1",
+                         image_orientation=(1.0, 0.0, 0.0, 0.0, 0.0, -1.0))
+    viewer.resize(420, 500)
+    viewer.set_records([ImageRecord(pixels, pixels / pixels.max(), meta)])
+    qtbot.wait(20)
+    layer = viewer.annotations
+    shown = layer.elided_corners()
+    metrics = QFontMetricsF(layer.text_font)
+    full = layer.boundingRect().width() - 3 * MARGIN
+    assert shown.top_left[0].endswith("…") and metrics.horizontalAdvance(shown.top_left[0]) <= layer.corner_width()
+    assert shown.top_right[2] == "Se 10: CORO Stir_FIL_1"  # nothing beside it on its row: kept whole
+    for left, right in zip(shown.top_left, shown.top_right, strict=False):
+        assert metrics.horizontalAdvance(left) + metrics.horizontalAdvance(right) <= full
+    assert shown.top_right[1].endswith("…")  # the study description meets the patient ID on row 2

@@ -78,24 +78,55 @@ class AnnotationLayer(QGraphicsObject):
         return QRectF(self._view.rect())
 
     def corner_width(self) -> float:
-        """The widest a corner line may be: half the viewport minus room for the edge marker."""
+        """The widest a corner line beside an edge marker may be: half the viewport minus half the marker."""
+        return max(0.0, self.boundingRect().width() / 2.0 - self._marker_width() / 2.0 - 2.0 * MARGIN)
+
+    def _marker_width(self) -> float:
+        if self._edges is None:
+            return 0.0
         metrics = QFontMetricsF(self.marker_font)
-        marker = 0.0
-        if self._edges is not None:
-            marker = max(metrics.horizontalAdvance(self._edges.top), metrics.horizontalAdvance(self._edges.bottom))
-        return max(0.0, self.boundingRect().width() / 2.0 - marker / 2.0 - 2.0 * MARGIN)
+        return max(metrics.horizontalAdvance(self._edges.top), metrics.horizontalAdvance(self._edges.bottom))
 
     def elided_corners(self) -> CornerText:
-        """The corner lines as painted (elided with "…" to :meth:`corner_width`)."""
-        metrics = QFontMetricsF(self.text_font)
-        width = self.corner_width()
+        """The corner lines as painted: elided with "…" only where a line would reach the line beside it.
 
-        def elide(lines: tuple[str, ...]) -> tuple[str, ...]:
-            return tuple(metrics.elidedText(line, Qt.TextElideMode.ElideRight, width) for line in lines)
+        On the row of the top (bottom) marker each side gets :meth:`corner_width`; on other rows the two sides
+        share the viewport's width, the shorter line keeping its length.
+        """
+        metrics = QFontMetricsF(self.text_font)
+        full = max(0.0, self.boundingRect().width() - 3.0 * MARGIN)
+        beside_marker = self.corner_width()
+
+        def fit(left: tuple[str, ...], right: tuple[str, ...], marker_row: int) -> tuple[tuple[str, ...], ...]:
+            rows = max(len(left), len(right))
+            out_left, out_right = list(left), list(right)
+            for row in range(rows):
+                a = left[row] if row < len(left) else ""
+                b = right[row] if row < len(right) else ""
+                wa, wb = metrics.horizontalAdvance(a), metrics.horizontalAdvance(b)
+                if row == marker_row and self._edges is not None:
+                    limit_a = limit_b = beside_marker
+                elif wa + wb <= full:
+                    continue
+                else:
+                    half = full / 2.0
+                    limit_a = wa if wa <= half else max(half, full - wb)
+                    limit_b = wb if wb <= half else max(half, full - wa)
+                if row < len(left):
+                    out_left[row] = metrics.elidedText(a, Qt.TextElideMode.ElideRight, limit_a)
+                if row < len(right):
+                    out_right[row] = metrics.elidedText(b, Qt.TextElideMode.ElideRight, limit_b)
+            return tuple(out_left), tuple(out_right)
 
         corners = self._corners
-        return CornerText(elide(corners.top_left), elide(corners.top_right), elide(corners.bottom_left),
-                          elide(corners.bottom_right))
+        top_left, top_right = fit(corners.top_left, corners.top_right, 0)
+        # Bottom corners are drawn upwards from the bottom edge: align them by their last line.
+        depth = max(len(corners.bottom_left), len(corners.bottom_right))
+        pad_left = ("",) * (depth - len(corners.bottom_left)) + corners.bottom_left
+        pad_right = ("",) * (depth - len(corners.bottom_right)) + corners.bottom_right
+        bottom_left, bottom_right = fit(pad_left, pad_right, depth - 1)
+        return CornerText(top_left, top_right, bottom_left[depth - len(corners.bottom_left):],
+                          bottom_right[depth - len(corners.bottom_right):])
 
     # ------------------------------------------------------------------------------------------- painting
     def paint(self, painter: QPainter, _option: QStyleOptionGraphicsItem,  # noqa: D102 - Qt API
