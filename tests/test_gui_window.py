@@ -251,7 +251,7 @@ def test_screening_fills_the_table_stays_responsive_and_matches_the_cli(qtbot, w
     index = window.screening.proxy.mapFromSource(window.screening.table_model.index(source_row, 0))
     with qtbot.waitSignal(window.sig_case_shown, timeout=WAIT_MS):
         window.screening.table.clicked.emit(index)
-    assert window.tabs.currentWidget() is window.viewer
+    assert window.tabs.currentWidget() is window.viewer_pane
     assert window.case.source == window.screening.table_model.rows[source_row].file
 
 

@@ -39,12 +39,20 @@ class ImageMetadata:
         (0018,0015), e.g. ``"SPINE"``, ``"KNEE"``.
     pixel_spacing_mm : tuple of float or None
         (row spacing, column spacing) in mm, from PixelSpacing or ImagerPixelSpacing.
+    pixel_spacing_source : str
+        The attribute ``pixel_spacing_mm`` came from: ``"PixelSpacing"`` (0028,0030) (in the patient),
+        ``"ImagerPixelSpacing"`` (0018,1164) (at the detector of a projection radiograph, PS3.3 C.8.11.4.1.1,
+        magnified with respect to the patient) or ``""`` when there is no spacing.
     window_centre, window_width : float or None
         The first (0028,1050)/(0028,1051) value, in modality-LUT units.
     slice_position_mm : float or None
         Position along the slice normal (ImagePositionPatient projected on the normal), in mm.
+    slice_location_mm : float or None
+        (0020,1041) SliceLocation in mm, as the scanner wrote it (used where the position is unknown).
     instance_number : int or None
         (0020,0013).
+    series_number : int or None
+        (0020,0011).
     frame_index : int or None
         Frame of a multi-frame file, 0-based; ``None`` for single-frame files.
     transfer_syntax : str
@@ -58,6 +66,13 @@ class ImageMetadata:
     image_orientation : tuple of float or None
         (0020,0037) ImageOrientationPatient: direction cosines of the row and the column (6 values, patient
         coordinates LPS); ``None`` when the file has none (radiographs, raster files).
+    image_position : tuple of float or None
+        (0020,0032) ImagePositionPatient: the centre of the first transmitted pixel, (x, y, z) in mm in the
+        patient coordinates (LPS); ``None`` when the file has none.
+    patient_orientation : tuple of str or None
+        (0020,0020) PatientOrientation: the patient directions of the row (towards the right edge) and of the
+        column (towards the bottom edge), e.g. ``("L", "F")``; radiographs carry it instead of
+        ImageOrientationPatient. ``None`` when absent.
     scanning_sequence : str
         (0018,0020), e.g. ``"SE\\IR"``; MR only.
     sequence_name : str
@@ -82,16 +97,21 @@ class ImageMetadata:
     modality: str = ""
     body_part: str = ""
     pixel_spacing_mm: tuple[float, float] | None = None
+    pixel_spacing_source: str = ""
     window_centre: float | None = None
     window_width: float | None = None
     slice_position_mm: float | None = None
+    slice_location_mm: float | None = None
     instance_number: int | None = None
+    series_number: int | None = None
     frame_index: int | None = None
     transfer_syntax: str = ""
     photometric_interpretation: str = ""
     bits_stored: int | None = None
     manufacturer: str = ""
     image_orientation: tuple[float, ...] | None = None
+    image_position: tuple[float, float, float] | None = None
+    patient_orientation: tuple[str, ...] | None = None
     scanning_sequence: str = ""
     sequence_name: str = ""
     inversion_time_ms: float | None = None

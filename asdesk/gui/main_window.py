@@ -24,8 +24,6 @@ from PySide6.QtWidgets import (
     QDockWidget,
     QFileDialog,
     QLabel,
-    QListWidget,
-    QListWidgetItem,
     QMainWindow,
     QMessageBox,
     QProgressBar,
@@ -40,6 +38,7 @@ from asdesk.core import ImageRecord
 from asdesk.core.paths import user_data_dir
 from asdesk.core.settings import Settings
 from asdesk.gui.about import AboutDialog
+from asdesk.gui.case_browser import CaseBrowser
 from asdesk.gui.jobs import JobFailure, ProgressEvent, run_in_pool
 from asdesk.gui.metadata_panel import MetadataPanel
 from asdesk.gui.model_input_view import ModelInputView
@@ -47,7 +46,10 @@ from asdesk.gui.notifier import Notice, Notifier
 from asdesk.gui.preprocessing_panel import PipelineState, PreprocessingPanel, canonical_steps
 from asdesk.gui.results_panel import ResultsPanel
 from asdesk.gui.screening import ScreeningParameters, ScreeningView, format_duration
+from asdesk.gui.slice_keys import SliceKeyRouter
 from asdesk.gui.viewer import ImageViewer
+from asdesk.gui.viewer_actions import ViewerActions
+from asdesk.gui.viewer_pane import SeriesChoice, ViewerPane
 from asdesk.gui.worker import AnalysisOutcome, ModelService, ModelsStatus, ScreenOutcome
 
 LOGGER = logging.getLogger(__name__)
@@ -275,17 +277,19 @@ class MainWindow(QMainWindow):
         self.viewer = ImageViewer()
         self.viewer.set_overlay_opacity(self.settings.overlay_opacity)
         self.viewer.set_overlay_visible(self.settings.overlay_visible)
+        self.viewer_pane = ViewerPane(self.viewer, lambda: [SeriesChoice(c.name, c.records) for c in self.cases])
         self.screening = ScreeningView()
         self.tabs = QTabWidget()
-        self.tabs.addTab(self.viewer, "Viewer")
+        self.tabs.addTab(self.viewer_pane, "Viewer")
         self.tabs.addTab(self.screening, "Screening")
         self.setCentralWidget(self.tabs)
         self.results_panel = ResultsPanel()
         self.metadata_panel = MetadataPanel()
         self.preprocessing_panel = PreprocessingPanel()
         self.model_input_view = ModelInputView()
-        self.case_list = QListWidget()
-        self.case_list.setToolTip("Opened files and series; click one to show it")
+        self.case_list = CaseBrowser()
+        self.slice_keys = SliceKeyRouter(self, lambda: self.viewer_pane.active_viewer()
+                                         if self.tabs.currentWidget() is self.viewer_pane else None)
 
     def _dock(self, title: str, widget: QWidget, name: str) -> QDockWidget:
         dock = QDockWidget(title, self)
@@ -352,6 +356,7 @@ class MainWindow(QMainWindow):
         self.about_action = self._action("&About asdesk", self.show_about, None, "Version, model cards, licences")
         self.log_action = self._action("Show &log folder", self._show_log_folder, None, "Where the log is")
         self.overlay_action.toggled.connect(self._on_overlay_toggled)
+        self.viewer_actions = ViewerActions(self, self.viewer_pane, self.notifier.info)
 
     def _build_menus_and_toolbar(self) -> None:
         menu = self.menuBar()
@@ -372,6 +377,7 @@ class MainWindow(QMainWindow):
         view_menu.addAction(self.overlay_action)
         view_menu.addAction(self.fit_action)
         view_menu.addAction(self.one_to_one_action)
+        self.viewer_actions.add_to_menu(view_menu)
         view_menu.addSeparator()
         for dock in (self.results_dock, self.model_input_dock, self.preprocessing_dock, self.metadata_dock,
                      self.cases_dock):
@@ -610,9 +616,7 @@ class MainWindow(QMainWindow):
         for error in case.read_errors:
             self.notifier.warning(f"Skipped in {case.name}: {error}")
         self.cases.append(case)
-        item = QListWidgetItem(case.name)
-        item.setToolTip(case.source)
-        self.case_list.addItem(item)
+        self.case_list.add_case(case.name, case.source, case.records[0].metadata if case.records else None)
         self.case_list.blockSignals(True)
         self.case_list.setCurrentRow(len(self.cases) - 1)
         self.case_list.blockSignals(False)
@@ -628,7 +632,7 @@ class MainWindow(QMainWindow):
     def show_case(self, case: Case) -> None:
         """Show an opened case: image, metadata, its model's pipeline and its result if any."""
         self.case = case
-        self.tabs.setCurrentWidget(self.viewer)
+        self.tabs.setCurrentWidget(self.viewer_pane)
         self.viewer.set_records(case.records)
         self.metadata_panel.set_record(case.records[0] if case.records else None)
         self.setWindowTitle(f"asdesk — {case.name} — research use; not a medical device")

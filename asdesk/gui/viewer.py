@@ -2,9 +2,17 @@
 
 Mouse and keyboard (as on a radiology workstation):
 
-* wheel: zoom about the cursor; left drag: pan; right drag: window (horizontal) and level (vertical);
+* wheel: zoom about the cursor; left drag: pan (or draw, with a measurement tool); right drag: window
+  (horizontal) and level (vertical);
 * Ctrl + wheel, Up/Down, Page Up/Page Down, Home/End and the slider: move through the slices of a series;
-* F: fit to window; 1: one image pixel per screen pixel; G (from the main window): overlay on/off.
+* F: fit to window; 1: one image pixel per screen pixel; G (from the main window): overlay on/off;
+* with a measurement tool (:meth:`ImageViewer.set_tool`: ruler, ellipse or rectangle ROI), left drag draws;
+  Esc leaves the tool, Delete removes the selected measurement, Ctrl+Z the last one of the slice.
+
+Over the image, fixed to the viewport: corner annotations (patient, study, series, slice and position, window,
+zoom; :func:`asdesk.viewing.corner_text`) and orientation markers at the edges
+(:func:`asdesk.viewing.edge_labels`); :meth:`ImageViewer.set_annotations_visible` hides them.
+:meth:`ImageViewer.set_inverted` inverts the grey scale.
 
 The image shown is :attr:`ImageRecord.pixels` (modality-LUT values, e.g. HU or MR signal) through a linear
 window that starts from the DICOM window tags (0028,1050)/(0028,1051), so the value readout and the window
@@ -18,6 +26,7 @@ on the anatomy it refers to.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -38,6 +47,9 @@ from PySide6.QtWidgets import (
 )
 
 from asdesk.core import ImageRecord
+from asdesk.gui.annotation_layer import AnnotationLayer
+from asdesk.gui.measurements import MeasurementLayer
+from asdesk.viewing import ViewState, corner_text, edge_labels, format_window
 
 pg.setConfigOptions(imageAxisOrder="row-major", antialias=True)
 
@@ -121,18 +133,23 @@ def overlay_lookup_table(colour_map: str = OVERLAY_COLOUR_MAP) -> np.ndarray:
 
 
 class _ViewBox(pg.ViewBox):
-    """A ViewBox where right drag sets window/level and Ctrl + wheel moves through slices."""
+    """A ViewBox where right drag sets window/level, Ctrl + wheel moves through slices and, with a measurement
+    tool chosen, left drag draws (``sig_tool_drag(start, point, phase)`` in image coordinates, phase
+    ``"start"``, ``"move"`` or ``"finish"``)."""
 
     sig_window_drag = Signal(float, float)
     sig_window_drag_finished = Signal()
     sig_slice_step = Signal(int)
+    sig_tool_drag = Signal(object, object, str)
+    sig_background_clicked = Signal()
 
     def __init__(self) -> None:
         super().__init__(lockAspect=True, invertY=True, enableMenu=False)
         self.setMouseMode(pg.ViewBox.PanMode)
+        self.drawing_tool = False
 
     def mouseDragEvent(self, ev: object, axis: int | None = None) -> None:  # noqa: N802 - Qt API
-        """Right button: window/level; others: the default (left pans)."""
+        """Right button: window/level; left with a tool: draw; others: the default (left pans)."""
         if ev.button() == Qt.MouseButton.RightButton:  # type: ignore[attr-defined]
             ev.accept()  # type: ignore[attr-defined]
             delta = ev.screenPos() - ev.lastScreenPos()  # type: ignore[attr-defined]
@@ -140,7 +157,22 @@ class _ViewBox(pg.ViewBox):
             if ev.isFinish():  # type: ignore[attr-defined]
                 self.sig_window_drag_finished.emit()
             return
+        if ev.button() == Qt.MouseButton.LeftButton and self.drawing_tool:  # type: ignore[attr-defined]
+            ev.accept()  # type: ignore[attr-defined]
+            start = self.mapSceneToView(ev.buttonDownScenePos())  # type: ignore[attr-defined]
+            point = self.mapSceneToView(ev.scenePos())  # type: ignore[attr-defined]
+            phase = "start" if ev.isStart() else "finish" if ev.isFinish() else "move"  # type: ignore[attr-defined]
+            self.sig_tool_drag.emit(start, point, phase)
+            return
         super().mouseDragEvent(ev, axis)
+
+    def mouseClickEvent(self, ev: object) -> None:  # noqa: N802 - Qt API
+        """A left click beside every measurement deselects them."""
+        if ev.button() == Qt.MouseButton.LeftButton:  # type: ignore[attr-defined]
+            ev.accept()  # type: ignore[attr-defined]
+            self.sig_background_clicked.emit()
+            return
+        super().mouseClickEvent(ev)
 
     def wheelEvent(self, ev: object, axis: int | None = None) -> None:  # noqa: N802 - Qt API
         """Ctrl + wheel: next/previous slice; plain wheel: zoom."""
@@ -162,10 +194,19 @@ class ImageViewer(QWidget):
         The slice shown changed (0-based index into the series).
     sig_window_changed(object)
         The display window changed (a :class:`WindowLevel`).
+    sig_records_changed()
+        Another image or series is shown (:meth:`set_records`).
+    sig_activated()
+        The user clicked or focused this viewer (the active viewport of a side-by-side view).
+    sig_tool_changed(object)
+        The measurement tool changed (its name, or ``None`` for none).
     """
 
     sig_slice_changed = Signal(int)
     sig_window_changed = Signal(object)
+    sig_records_changed = Signal()
+    sig_activated = Signal()
+    sig_tool_changed = Signal(object)
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -177,6 +218,8 @@ class ImageViewer(QWidget):
         self._overlay_visible = True
         self._overlay_opacity = 0.45
         self._mouse_scene_pos: QPointF | None = None
+        self._inverted = False
+        self._annotations_visible = True
 
         self.graphics = pg.GraphicsLayoutWidget()
         self.graphics.setBackground("k")
@@ -222,6 +265,12 @@ class ImageViewer(QWidget):
 
         self.view.sig_window_drag.connect(self._on_window_drag)
         self.view.sig_slice_step.connect(self.step_slice)
+        self.annotations = AnnotationLayer(self.view)
+        self.measurements = MeasurementLayer(self.view, self._current_slice)
+        self.view.sig_tool_drag.connect(self._on_tool_drag)
+        self.view.sig_background_clicked.connect(lambda: self.measurements.select(None))
+        self.view.sigRangeChanged.connect(lambda *_args: self._update_annotations())
+        self.view.sigResized.connect(lambda *_args: self._update_annotations())
         self.graphics.scene().sigMouseMoved.connect(self._on_mouse_moved)
 
         self.slider = QSlider(Qt.Orientation.Horizontal)
@@ -245,7 +294,9 @@ class ImageViewer(QWidget):
         self.preset_box.activated.connect(self._on_preset)
         self.window_label = QLabel("")
         self.readout = QLabel("")
-        self.readout.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
+        # Never widens the row (side by side, each viewer is half as wide): long texts are shortened instead.
+        self.readout.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self.readout.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
 
         bar = QHBoxLayout()
         bar.setContentsMargins(4, 2, 4, 2)
@@ -259,8 +310,8 @@ class ImageViewer(QWidget):
         tools.addWidget(QLabel("Window"))
         tools.addWidget(self.preset_box)
         tools.addWidget(self.window_label)
-        tools.addStretch(1)
-        tools.addWidget(self.readout)
+        tools.addSpacing(12)
+        tools.addWidget(self.readout, 1)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.setSpacing(0)
@@ -283,10 +334,20 @@ class ImageViewer(QWidget):
         self.graphics.installEventFilter(self)
         self.slider.installEventFilter(self)
 
+    NAVIGATION_KEYS = frozenset({Qt.Key.Key_Up, Qt.Key.Key_Down, Qt.Key.Key_Left, Qt.Key.Key_Right,
+                                 Qt.Key.Key_PageUp, Qt.Key.Key_PageDown, Qt.Key.Key_Home, Qt.Key.Key_End})
+    """The slice navigation keys, which the main window routes to the viewer wherever the focus is."""
+
     def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt API
-        """Keyboard navigation while the image (or the slice slider) has the focus."""
-        if event.type() == QEvent.Type.KeyPress and self.handle_key(event.key(), event.modifiers()):  # type: ignore[attr-defined]
+        """Keyboard navigation and tool keys while the image (or the slice slider) has the focus."""
+        kind = event.type()
+        if kind == QEvent.Type.ShortcutOverride and self.wants_key(event.key(), event.modifiers()):  # type: ignore[attr-defined]
+            event.accept()  # Esc / Delete / Ctrl+Z here, before a window shortcut takes them
             return True
+        if kind == QEvent.Type.KeyPress and self.handle_key(event.key(), event.modifiers()):  # type: ignore[attr-defined]
+            return True
+        if kind == QEvent.Type.FocusIn:
+            self.sig_activated.emit()
         return super().eventFilter(watched, event)
 
     def keyPressEvent(self, event: QKeyEvent) -> None:  # noqa: N802 - Qt API
@@ -294,15 +355,117 @@ class ImageViewer(QWidget):
         if not self.handle_key(event.key(), event.modifiers()):
             super().keyPressEvent(event)
 
-    def handle_key(self, key: int, modifiers: Qt.KeyboardModifier = Qt.KeyboardModifier.NoModifier) -> bool:
-        """Run the action bound to ``key`` (slice navigation, fit, 1:1); True if there was one."""
+    def wants_key(self, key: int, modifiers: Qt.KeyboardModifier = Qt.KeyboardModifier.NoModifier) -> bool:
+        """Whether :meth:`handle_key` would act on ``key`` now (without acting).
+
+        Slice navigation, F and 1 always; Esc while a measurement tool is chosen; Delete/Backspace while a
+        measurement is selected; Ctrl+Z while the slice has a measurement.
+        """
+        key = Qt.Key(key)
+        control = bool(modifiers & Qt.KeyboardModifier.ControlModifier)
+        if key == Qt.Key.Key_Z and control and not modifiers & Qt.KeyboardModifier.AltModifier:
+            current = self._current_slice()
+            return current is not None and bool(self.measurements.measurements(current[0]))
         if modifiers & (Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.AltModifier):
             return False
-        action = self._keys.get(Qt.Key(key))
-        if action is None:
+        if key == Qt.Key.Key_Escape:
+            return self.measurements.tool is not None or self.measurements.drawing
+        if key in (Qt.Key.Key_Delete, Qt.Key.Key_Backspace):
+            return self.measurements.selected is not None
+        return key in self._keys
+
+    def handle_key(self, key: int, modifiers: Qt.KeyboardModifier = Qt.KeyboardModifier.NoModifier) -> bool:
+        """Run the action bound to ``key`` (see :meth:`wants_key`); True if there was one."""
+        if not self.wants_key(key, modifiers):
             return False
-        action()
+        key = Qt.Key(key)
+        if key == Qt.Key.Key_Z:
+            self.measurements.undo()
+        elif key == Qt.Key.Key_Escape:
+            self.set_tool(None)
+        elif key in (Qt.Key.Key_Delete, Qt.Key.Key_Backspace):
+            self.measurements.remove_selected()
+        else:
+            self._keys[key]()
         return True
+
+    # ---------------------------------------------------------------------------------- measurements
+    @property
+    def tool(self) -> str | None:
+        """The measurement tool the left button draws with (``"ruler"``, ``"ellipse"``, ``"rectangle"``), or
+        ``None`` when the left button pans."""
+        return self.measurements.tool
+
+    def set_tool(self, tool: str | None) -> None:
+        """Choose a measurement tool (``None``: back to panning; also cancels a shape being drawn).
+
+        Raises
+        ------
+        ValueError
+            If ``tool`` is unknown.
+        """
+        if tool == self.measurements.tool and not self.measurements.drawing:
+            return
+        self.measurements.set_tool(tool)
+        self.view.drawing_tool = tool is not None
+        self.graphics.setCursor(Qt.CursorShape.CrossCursor if tool else Qt.CursorShape.ArrowCursor)
+        self.sig_tool_changed.emit(tool)
+
+    def _current_slice(self) -> tuple[int, ImageRecord] | None:
+        return (self._index, self._records[self._index]) if self._records else None
+
+    def _on_tool_drag(self, start: QPointF, point: QPointF, phase: str) -> None:
+        if phase == "start":
+            if self.measurements.begin(start):
+                self.measurements.drag(point)
+        elif phase == "finish":
+            self.measurements.finish(point)
+        else:
+            self.measurements.drag(point)
+
+    # ---------------------------------------------------------------------------- display options
+    @property
+    def inverted(self) -> bool:
+        """The user inverted the grey scale (on top of MONOCHROME1's own inversion)."""
+        return self._inverted
+
+    def set_inverted(self, inverted: bool) -> None:
+        """Invert the grey scale of grayscale images (I); the corner text says "Inverted"."""
+        self._inverted = bool(inverted)
+        if self._records:
+            self._apply_lookup_table()
+        self._update_annotations()
+
+    @property
+    def annotations_visible(self) -> bool:
+        """Whether the corner texts and orientation markers are shown."""
+        return self._annotations_visible
+
+    def set_annotations_visible(self, visible: bool) -> None:
+        """Show or hide the corner texts and orientation markers (A)."""
+        self._annotations_visible = bool(visible)
+        self.annotations.setVisible(self._annotations_visible)
+        self._update_annotations()
+
+    def corner_texts(self) -> dict[str, tuple[str, ...]]:
+        """The corner lines shown, by corner (``"top_left"``, ...); empty when hidden."""
+        if not self._annotations_visible or not self._records:
+            return {"top_left": (), "top_right": (), "bottom_left": (), "bottom_right": ()}
+        corners = self.annotations.corners
+        return {"top_left": corners.top_left, "top_right": corners.top_right,
+                "bottom_left": corners.bottom_left, "bottom_right": corners.bottom_right}
+
+    def _update_annotations(self) -> None:
+        record = self.current_record
+        if record is None or not self._annotations_visible:
+            self.annotations.setVisible(False)
+            return
+        window = self._window
+        zoom = self.zoom_factor() if self.view.sceneBoundingRect().width() > 0 else None
+        state = ViewState(self._index, len(self._records), window.centre if window else None,
+                          window.width if window else None, zoom, self._inverted)
+        self.annotations.set_content(corner_text(record.metadata, state), edge_labels(record.metadata))
+        self.annotations.setVisible(True)
 
     # ----------------------------------------------------------------------------------------- content
     @property
@@ -333,6 +496,7 @@ class ImageViewer(QWidget):
         records : sequence of ImageRecord
             One image, or the slices of a series in order.
         """
+        self.measurements.clear()
         self._records = list(records)
         self._heatmaps = [None] * len(self._records)
         self._crop_boxes = [None] * len(self._records)
@@ -352,6 +516,8 @@ class ImageViewer(QWidget):
             self.slice_label.setText("")
             self.window_label.setText("")
             self.readout.setText("")
+            self._update_annotations()
+            self.sig_records_changed.emit()
             return
         self._presets = window_presets(self._records[0])
         self.preset_box.blockSignals(True)
@@ -361,6 +527,7 @@ class ImageViewer(QWidget):
         self._window = next(iter(self._presets.values()))
         self._show_current()
         self.fit()
+        self.sig_records_changed.emit()
         self.sig_slice_changed.emit(self._index)
         self.sig_window_changed.emit(self._window)
 
@@ -472,7 +639,8 @@ class ImageViewer(QWidget):
         if self._window is None or self.image_item.image is None:
             return
         self.image_item.setLevels(self._window.levels)
-        self.window_label.setText(f"C {self._window.centre:.4g}  W {self._window.width:.4g}")
+        self.window_label.setText(format_window(self._window.centre, self._window.width))
+        self._update_annotations()
 
     # ----------------------------------------------------------------------------------------- overlay
     def set_overlay_visible(self, visible: bool) -> None:
@@ -528,14 +696,21 @@ class ImageViewer(QWidget):
         levels = self._window.levels if self._window else None
         self.image_item.setImage(image, autoLevels=False, levels=levels)
         self.image_item.setRect(0, 0, record.shape[1], record.shape[0])
-        lut = None
-        if record.inverted and pixels.ndim == 2:
-            lut = np.repeat(np.arange(255, -1, -1, dtype=np.uint8)[:, None], 3, axis=1)
-        self.image_item.setLookupTable(lut)
+        self._apply_lookup_table()
         self._apply_levels()
         self._show_overlay()
+        self.measurements.show_slice(self._index)
         self._update_slice_label()
         self._update_readout()
+        self._update_annotations()
+
+    def _apply_lookup_table(self) -> None:
+        """Grey ramp, reversed for MONOCHROME1 (low values bright) and again when the user inverted it."""
+        record = self._records[self._index]
+        lut = None
+        if record.pixels.ndim == 2 and record.inverted != self._inverted:
+            lut = np.repeat(np.arange(255, -1, -1, dtype=np.uint8)[:, None], 3, axis=1)
+        self.image_item.setLookupTable(lut)
 
     def _update_slice_label(self) -> None:
         if not self._records:
@@ -623,4 +798,10 @@ class ImageViewer(QWidget):
             self.readout.setText("")
             return
         point = self.view.mapSceneToView(self._mouse_scene_pos)
-        self.readout.setText(self.pixel_readout(point.x(), point.y()))
+        text = self.pixel_readout(point.x(), point.y())
+        self.readout.setToolTip(text)
+        metrics = self.readout.fontMetrics()
+        if metrics.horizontalAdvance(text) > self.readout.width():
+            text = re.sub(r"  \([^)]*\) mm", "", text)  # without the position in mm
+            text = metrics.elidedText(text, Qt.TextElideMode.ElideRight, self.readout.width())
+        self.readout.setText(text)

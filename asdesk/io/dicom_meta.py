@@ -146,6 +146,29 @@ def pixel_spacing_mm(frame: Dataset) -> tuple[float, float] | None:
     tuple of float or None
         ``None`` when neither attribute holds two positive numbers (some CR files carry ``0\\0``).
     """
+    found = _spacing_with_source(frame)
+    return None if found is None else found[0]
+
+
+def pixel_spacing_source(frame: Dataset) -> str:
+    """The attribute :func:`pixel_spacing_mm` reads: ``"PixelSpacing"``, ``"ImagerPixelSpacing"`` or ``""``.
+
+    Parameters
+    ----------
+    frame : pydicom.dataset.Dataset
+        A frame-flattened dataset (:func:`frame_dataset`).
+
+    Returns
+    -------
+    str
+        ``"ImagerPixelSpacing"`` means the spacing is at the detector of a projection radiograph (PS3.3
+        C.8.11.4.1.1), not in the patient; ``""`` when there is no usable spacing.
+    """
+    found = _spacing_with_source(frame)
+    return "" if found is None else found[1]
+
+
+def _spacing_with_source(frame: Dataset) -> tuple[tuple[float, float], str] | None:
     for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
         value = frame.get(keyword)
         try:
@@ -153,7 +176,7 @@ def pixel_spacing_mm(frame: Dataset) -> tuple[float, float] | None:
         except (TypeError, ValueError):
             continue
         if row > 0 and column > 0 and np.isfinite(row) and np.isfinite(column):
-            return (row, column)
+            return (row, column), keyword
     return None
 
 
@@ -249,6 +272,44 @@ def image_orientation(frame: Dataset) -> tuple[float, ...] | None:
     return numbers
 
 
+def image_position(frame: Dataset) -> tuple[float, float, float] | None:
+    """ImagePositionPatient (0020,0032) as three finite floats in mm, or ``None`` when absent or malformed."""
+    value = frame.get("ImagePositionPatient")
+    if value is None:
+        return None
+    try:
+        numbers = tuple(float(v) for v in value)
+    except (TypeError, ValueError):
+        return None
+    if len(numbers) != 3 or not all(np.isfinite(numbers)):
+        return None
+    return (numbers[0], numbers[1], numbers[2])
+
+
+def patient_orientation(dataset: Dataset) -> tuple[str, ...] | None:
+    """PatientOrientation (0020,0020): the directions of the row and the column, e.g. ``("L", "F")``.
+
+    Parameters
+    ----------
+    dataset : pydicom.dataset.Dataset
+        The whole dataset.
+
+    Returns
+    -------
+    tuple of str or None
+        Two upper-case strings (PS3.3 C.7.6.1.1.1); ``None`` when the attribute is absent, empty or does not
+        hold two values.
+    """
+    value = dataset.get("PatientOrientation")
+    if value is None or value == "":
+        return None
+    values = [value] if isinstance(value, str) else list(value)
+    texts = tuple(str(item).strip().upper() for item in values)
+    if len(texts) != 2 or not all(texts):
+        return None
+    return texts
+
+
 def build_metadata(path: Path, dataset: Dataset, frame: Dataset, frame_index: int | None) -> ImageMetadata:
     """Collect what reports and study-level results need about one frame.
 
@@ -284,16 +345,21 @@ def build_metadata(path: Path, dataset: Dataset, frame: Dataset, frame_index: in
         modality=_text(dataset, "Modality"),
         body_part=_text(dataset, "BodyPartExamined"),
         pixel_spacing_mm=pixel_spacing_mm(frame),
+        pixel_spacing_source=pixel_spacing_source(frame),
         window_centre=_first_float(frame.get("WindowCenter")),
         window_width=_first_float(frame.get("WindowWidth")),
         slice_position_mm=slice_position_mm(frame),
+        slice_location_mm=_first_float(dataset.get("SliceLocation")),
         instance_number=_int_or_none(dataset.get("InstanceNumber")),
+        series_number=_int_or_none(dataset.get("SeriesNumber")),
         frame_index=frame_index,
         transfer_syntax=transfer_syntax_name(dataset),
         photometric_interpretation=_text(frame, "PhotometricInterpretation"),
         bits_stored=bits,
         manufacturer=_text(dataset, "Manufacturer"),
         image_orientation=image_orientation(frame),
+        image_position=image_position(frame),
+        patient_orientation=patient_orientation(dataset),
         scanning_sequence=_multi_text(frame, "ScanningSequence") or _multi_text(dataset, "ScanningSequence"),
         sequence_name=_text(frame, "SequenceName") or _text(dataset, "SequenceName")
         or _text(frame, "PulseSequenceName"),
