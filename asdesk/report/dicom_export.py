@@ -31,6 +31,7 @@ The source headers and the study a raster image is filed under are assembled by
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import warnings
 from collections.abc import Mapping, Sequence
@@ -59,6 +60,7 @@ __all__ = [
     "SR_SERIES_NUMBER",
     "DicomExport",
     "burn_in_lines",
+    "derived_uid",
     "device_observer_uid",
     "placeholder_study",
     "write_dicom_results",
@@ -76,6 +78,7 @@ UNITLESS = hd.sr.CodedConcept("1", "UCUM", "no units")
 NOT_ANALYSED = hd.sr.CodedConcept("NOTANALYSED", PRIVATE_SCHEME, "Not analysed: outside the model's validated use")
 STUDY_SCORE = hd.sr.CodedConcept("STUDYSCORE", PRIVATE_SCHEME, "Study score (the model card's study rule)")
 READER_AGREEMENT = hd.sr.CodedConcept("READERAGREE", PRIVATE_SCHEME, "Reader agrees with the AI finding")
+_COPIED_FROM_STUDY = ("StudyDescription", "PatientComments", "PatientAge")
 _CONCLUSION_CODES = {"positive": codes.SCT.Present, "negative": codes.SCT.Absent,
                      "indeterminate": codes.SCT.Indeterminate}
 
@@ -227,9 +230,19 @@ def _reference_item(sop_class: str, sop_instance: str, frame: int | None) -> Dat
     return item
 
 
+def derived_uid(*parts: str) -> str:
+    """A UID that is the same for the same ``parts``: ``2.25.`` and 128 bits of their SHA-256 as a decimal.
+
+    PS3.5 B.2 allows UIDs under the root 2.25 made of a 128-bit UUID written as an integer; the first 128 bits of a
+    SHA-256 serve as such a number (as pydicom's ``generate_uid(entropy_srcs=...)`` does under its own root).
+    """
+    digest = hashlib.sha256("\x00".join(parts).encode("utf-8")).hexdigest()
+    return f"2.25.{int(digest[:32], 16)}"
+
+
 def device_observer_uid(sha256: str, pack_id: str) -> str:
     """A UID for the model as an observer device, the same for every export of the same model file (2.25 root)."""
-    return generate_uid(prefix=None, entropy_srcs=["asdesk-model", pack_id, sha256])
+    return derived_uid("asdesk-model", pack_id, sha256)
 
 
 def _finding_concept(card: Mapping[str, Any], result: AnalysisResult) -> hd.sr.CodedConcept:
@@ -242,16 +255,20 @@ def _finding_concept(card: Mapping[str, Any], result: AnalysisResult) -> hd.sr.C
     return hd.sr.CodedConcept(result.model.pack_id, PRIVATE_SCHEME, positive_label[:64] or result.model.pack_id)
 
 
-def _algorithm(result: AnalysisResult, card: Mapping[str, Any], study_rule: str = "") -> hd.sr.AlgorithmIdentification:
+def _algorithm(result: AnalysisResult, card: Mapping[str, Any],
+               series: SeriesResult | None = None) -> hd.sr.AlgorithmIdentification:
+    """TID 4019 Algorithm Identification: the pack, its version, the operating point, the thresholds and hashes."""
     prediction = result.prediction
+    calibrated = " (calibrated)" if prediction.calibrated else ""
     parameters = [f"operating point: {prediction.operating_point}",
-                  f"threshold: {prediction.threshold:.6f}" + (" (calibrated)" if prediction.calibrated else ""),
-                  f"model.keras SHA-256: {result.model.sha256}"]
+                  f"{'slice ' if series is not None else ''}threshold: {prediction.threshold:.6f}{calibrated}"]
+    if series is not None:
+        parameters += [f"study rule: {series.study_rule or 'not stated'}",
+                       f"study threshold: {series.study_prediction.threshold:.6f}"]
+    parameters.append(f"model.keras SHA-256: {result.model.sha256}")
     onnx = card.get("onnx")
     if isinstance(onnx, Mapping) and onnx.get("sha256"):
         parameters.append(f"model.onnx SHA-256: {onnx['sha256']}")
-    if study_rule:
-        parameters.append(f"study rule: {study_rule}")
     if result.model.origin:
         parameters.append(f"origin: {result.model.origin}")
     return hd.sr.AlgorithmIdentification(name=result.model.pack_id, version=result.model.version or "unknown",
@@ -466,8 +483,9 @@ def write_dicom_results(folder: str | Path, result: AnalysisResult | SeriesResul
                                "the Grad-CAM heat map and the finding burned in. " + asdesk.INTENDED_USE)[:10240]
         image.DerivationDescription = ("Source image with the Grad-CAM heat map blended in and the AI finding "
                                        "written below, enlarged for legibility")[:1024]
-        if study_description:
-            image.StudyDescription = study_description
+        for keyword in _COPIED_FROM_STUDY:  # type 3 attributes highdicom does not copy
+            if study.get(keyword):
+                setattr(image, keyword, study.get(keyword))
         if source is not None and source.get("SOPInstanceUID"):
             frame = item.record.metadata.frame_index
             image.SourceImageSequence = [_reference_item(str(source.SOPClassUID), str(source.SOPInstanceUID),
@@ -505,7 +523,7 @@ def write_dicom_results(folder: str | Path, result: AnalysisResult | SeriesResul
             comments.append(f"OUTSIDE VALIDATED USE: the refusal of {len(overridden)} slice(s) was overridden by the "
                             f"user ({'; '.join(overridden[0].gate.reasons)})")
         groups.append(_ai_group(
-            "AI study finding", concept, _algorithm(first, card, series.study_rule), all_references, series.refused,
+            "AI study finding", concept, _algorithm(first, card, series), all_references, series.refused,
             bool(study_prediction.positive), series.study_probability, study_prediction.threshold,
             first.prediction.operating_point, comments, score_concept=STUDY_SCORE))
     for position, item in enumerate(slices):
@@ -566,7 +584,7 @@ def placeholder_study(file_sha256: str, name: str, study_date: str, study_time: 
     pydicom.dataset.Dataset
         Patient Name ``NON-DICOM INPUT^NO PATIENT IDENTITY``, Patient ID ``NODICOM-<16 hex>``, empty sex, birth
         date, accession number and referring physician (Type 2), Study ID ``ASDESK``, a study description naming
-        the file, and Patient Identity Removed ``YES``.
+        the file, and Patient Comments saying that the patient is a placeholder.
     """
     dataset = Dataset()
     dataset.SpecificCharacterSet = "ISO_IR 192"
@@ -574,8 +592,9 @@ def placeholder_study(file_sha256: str, name: str, study_date: str, study_time: 
     dataset.PatientID = f"NODICOM-{file_sha256[:16].upper()}"
     dataset.PatientBirthDate = ""
     dataset.PatientSex = ""
-    dataset.PatientIdentityRemoved = "YES"
-    dataset.StudyInstanceUID = generate_uid(prefix=None, entropy_srcs=["asdesk-non-dicom-study", file_sha256])
+    dataset.PatientComments = (f"Placeholder patient: asdesk analysed a non-DICOM image ({name}) that carries no "
+                               "patient identity.")[:10240]
+    dataset.StudyInstanceUID = derived_uid("asdesk-non-dicom-study", file_sha256)
     dataset.StudyID = "ASDESK"
     dataset.StudyDate = study_date
     dataset.StudyTime = study_time
