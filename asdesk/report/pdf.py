@@ -569,7 +569,7 @@ def _build_html(result: AnalysisResult | SeriesResult, card: Mapping[str, Any], 
                    "marked as outside validated use.</p>")
     elif series:
         study = result.study_prediction
-        relation = "≥" if study.positive else "<"
+        relation = "≥" if study.positive else "&lt;"
         source = ("the card's study rule" if study.operating_point == "study"
                   else f"operating point {_point_name(study.operating_point)}")
         box.append(f'<p><span class="label">AI study-level finding (decision support)</span><br>'
@@ -585,7 +585,7 @@ def _build_html(result: AnalysisResult | SeriesResult, card: Mapping[str, Any], 
         box.append(_key_numbers(rows, b))
         box.append(f'<p class="small">Study-level finding by the rule: {_esc(result.study_rule or "not stated")}.</p>')
     else:
-        relation = "≥" if prediction.positive else "<"
+        relation = "≥" if prediction.positive else "&lt;"
         kind = "Calibrated probability" if prediction.calibrated else "Probability"
         box.append(f'<p><span class="label">AI finding (decision support)</span><br>'
                    f'{_finding_html(prediction.finding, prediction.positive)}</p>')
