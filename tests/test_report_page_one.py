@@ -128,6 +128,6 @@ def test_page_one_renders_the_image_and_map(tmp_path):
     page = cv2.cvtColor(cv2.imread(str(next(tmp_path.glob("p*.png")))), cv2.COLOR_BGR2RGB).astype(int)
     red = (page[..., 0] > 180) & (page[..., 1] < 120) & (page[..., 2] < 120)
     assert red.sum() > 50                                               # the heat map is on page 1
-    lower_half = page[page.shape[0] // 2:]
-    gray = (np.abs(lower_half[..., 0] - lower_half[..., 2]) < 4) & (lower_half[..., 0] > 40) & (lower_half[..., 0] < 215)
+    lower = page[page.shape[0] // 2:]
+    gray = (np.abs(lower[..., 0] - lower[..., 2]) < 4) & (lower[..., 0] > 40) & (lower[..., 0] < 215)
     assert gray.sum() > 3000                                            # and so is the radiograph
