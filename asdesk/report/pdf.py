@@ -1,9 +1,12 @@
 """The PDF analysis report, rendered headless with Qt's ``QTextDocument`` (HTML subset) and ``QPdfWriter``.
 
 Only ``PySide6.QtGui``/``QtCore`` are used: an offscreen ``QGuiApplication`` is enough (no widgets, no
-display). The report names the model pack id, version and SHA-256 on every page (IHE AI Results), shows
-the image and its Grad-CAM overlay, the finding with its probability, threshold and operating point, the
-model's measured performance with 95% confidence intervals as its card states them, and the intended use.
+display). Page 1 is what a referrer reads in ten seconds: the header clinics expect
+(:func:`asdesk.core.study_header.study_header`), the AI finding with its key numbers, the reader's conclusion
+apart from it (:class:`asdesk.core.reader_decision.ReaderDecision`), the image with its Grad-CAM overlay and the
+intended-use statement, once. Detail pages follow: the numbers behind the finding, the full patient and study
+table, the per-slice table, the model and its measured performance with 95% confidence intervals as its card
+states them. Every page names the model pack id, version and SHA-256 (IHE AI Results).
 
 The layout is computed in the PDF's own device units (300 dpi): lengths are given in mm and converted,
 fonts in points, so the result does not depend on the screen's DPI.
