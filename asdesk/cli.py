@@ -159,6 +159,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="write a PDF report (with several PATHs: one per PATH, numbered)",
     )
     analyze.add_argument(
+        "--dicom-out",
+        metavar="DIR",
+        type=Path,
+        help="also write DICOM results a PACS can store into DIR (created if missing): a Secondary Capture per "
+        "analysed image (heat map and finding burned in) and a Structured Report (TID 1500) of the finding, in "
+        "the source's study (a new study with a placeholder patient for PNG/JPEG/TIFF)",
+    )
+    analyze.add_argument(
         "--json", action="store_true", help="print one JSON object per PATH (JSON Lines) instead of text"
     )
     analyze.add_argument("--no-gradcam", action="store_true", help="skip the Grad-CAM heat map")
@@ -384,6 +392,8 @@ def result_to_json(
     card: Any,
     device: str,  # noqa: ANN401
     report: Path | None = None,
+    dicom: Any = None,  # noqa: ANN401 - asdesk.report.dicom_export.DicomExport
+    decision: Any = None,  # noqa: ANN401 - asdesk.core.reader_decision.ReaderDecision
 ) -> dict[str, Any]:
     """The machine-readable result of ``asdesk analyze --json`` for one PATH.
 
@@ -398,13 +408,18 @@ def result_to_json(
         Where the model ran.
     report : Path, optional
         The PDF written.
+    dicom : DicomExport, optional
+        The DICOM files written (``--dicom-out``).
+    decision : ReaderDecision, optional
+        The reader's saved conclusion on the case.
 
     Returns
     -------
     dict
         ``{"input", "kind": "image"|"series", "images": [{"file", "frame", "instance_number", "probability",
         "finding", "threshold", "operating_point", ...}], "study": {...} or None, "model": {...},
-        "errors": [...], "report", "intended_use"}``.
+        "errors": [...], "report", "dicom": {"secondary_captures", "structured_report", "study_instance_uid",
+        "new_study"} or None, "reader_decision": {...} or None, "intended_use"}``.
     """
     slices = result.slices if isinstance(result, SeriesResult) else (result,)
     study = None
@@ -443,6 +458,13 @@ def result_to_json(
         },
         "errors": errors,
         "report": None if report is None else str(report),
+        "dicom": None if dicom is None else {
+            "secondary_captures": [str(item) for item in dicom.secondary_captures],
+            "structured_report": str(dicom.structured_report),
+            "study_instance_uid": dicom.study_instance_uid,
+            "new_study": dicom.new_study,
+        },
+        "reader_decision": None if decision is None else decision.to_dict(),
         "intended_use": asdesk.INTENDED_USE,
     }
 
@@ -550,6 +572,22 @@ def _operating_point_note(result: AnalysisResult | SeriesResult, chosen: str | N
     return f"{prediction.operating_point}, threshold {prediction.threshold:.3f} ({origin})"
 
 
+def _write_dicom(folder: Path, result: AnalysisResult | SeriesResult, card: Mapping[str, Any],
+                 decision: Any, index: int | None) -> Any:  # noqa: ANN401 - ReaderDecision, DicomExport
+    """``--dicom-out``: create the folder and write the case's Secondary Captures and Structured Report."""
+    from asdesk.report import ReportWriteError
+    from asdesk.tasks.dicom_export import export_dicom, export_prefix
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ReportWriteError(folder, f"cannot create the folder ({error.strerror or error}); choose another "
+                                       "--dicom-out folder") from error
+    prefix = export_prefix(result)
+    return export_dicom(result, card, folder, decision=decision,
+                        prefix=f"{index}-{prefix}" if index is not None else prefix)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # commands
 def command_analyze(args: argparse.Namespace) -> int:
@@ -609,7 +647,11 @@ def command_analyze(args: argparse.Namespace) -> int:
         engine = engines.get(model_id or first.model.pack_id)
         device = str(getattr(engine, "device", ""))
         LOGGER.info("analysed %s with %s %s on %s", path.name, engine.card.id, engine.card.version, device)
-        report = None
+        report = dicom = decision = None
+        if args.report is not None or args.dicom_out is not None:
+            from asdesk.tasks.dicom_export import reader_decision_for
+
+            decision = reader_decision_for(result)  # the reader's conclusion saved in the window, if any
         if args.report is not None:
             from asdesk.report import write_pdf_report
 
@@ -618,11 +660,20 @@ def command_analyze(args: argparse.Namespace) -> int:
                 result,
                 engine.card.raw,
                 operating_point_note=_operating_point_note(result, args.operating_point),
+                reader_decision=decision,
             )
+        if args.dicom_out is not None:
+            dicom = _write_dicom(args.dicom_out, result, engine.card.raw, decision, index if several else None)
         if args.json:
-            print(json.dumps(result_to_json(path, result, engine.card, device, report)), file=out)
+            print(json.dumps(result_to_json(path, result, engine.card, device, report, dicom, decision)), file=out)
         else:
             _print_result(path, result, engine.card, device, report, out)
+            if decision is not None and decision.decided:
+                print(f"  reader: {decision.summary()} ({decision.signed()})", file=out)
+            if dicom is not None:
+                print(f"  DICOM: {len(dicom.secondary_captures)} secondary capture(s) and a structured report in "
+                      f"{args.dicom_out}" + (" (new study: the input is not DICOM)" if dicom.new_study else ""),
+                      file=out)
         refusals += int(_any_refused(result))
         out.flush()
     if not args.json:

@@ -81,6 +81,20 @@ class ImageMetadata:
         (0018,0082) in ms; MR inversion-recovery sequences only.
     protocol_name : str
         (0018,1030).
+    accession_number : str
+        (0008,0050): the RIS order the study belongs to.
+    patient_sex : str
+        (0010,0040): ``"M"``, ``"F"``, ``"O"`` or empty.
+    patient_birth_date : str
+        (0010,0030), DICOM DA ``YYYYMMDD``.
+    institution_name : str
+        (0008,0080); when the file has none, the first line of (0008,0081) Institution Address.
+    referring_physician : str
+        (0008,0090) Referring Physician's Name, DICOM PN (``Family^Given``).
+    study_time : str
+        (0008,0030), DICOM TM ``HHMMSS.FFFFFF``.
+    study_id : str
+        (0020,0010).
     """
 
     source: Path
@@ -116,6 +130,13 @@ class ImageMetadata:
     sequence_name: str = ""
     inversion_time_ms: float | None = None
     protocol_name: str = ""
+    accession_number: str = ""
+    patient_sex: str = ""
+    patient_birth_date: str = ""
+    institution_name: str = ""
+    referring_physician: str = ""
+    study_time: str = ""
+    study_id: str = ""
 
 
 @dataclass(frozen=True, eq=False)

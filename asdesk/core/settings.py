@@ -60,6 +60,8 @@ class Settings:
         How many recent entries are kept (>= 1).
     window_state : str
         Opaque GUI layout state (hex), restored by the window.
+    reader_name : str
+        The reader's name recorded with every reader decision (asked once, then kept).
     schema_version : int
         Version of this file's layout.
     """
@@ -75,6 +77,7 @@ class Settings:
     recent_files: list[str] = field(default_factory=list)
     max_recent: int = 10
     window_state: str = ""
+    reader_name: str = ""
     schema_version: int = SETTINGS_SCHEMA_VERSION
 
     def __post_init__(self) -> None:

@@ -26,6 +26,7 @@ LIBRARIES: tuple[tuple[str, str, str], ...] = (
     ("numpy", "arrays", "BSD-3-Clause"),
     ("opencv-python-headless", "CLAHE, resizing", "Apache-2.0 (OpenCV), MIT (wrapper)"),
     ("pydicom", "DICOM reading", "MIT"),
+    ("highdicom", "DICOM export: Secondary Capture and Structured Report", "MIT"),
     ("pylibjpeg", "DICOM decoder framework", "MIT"),
     ("pylibjpeg-openjpeg", "JPEG 2000 decoding (OpenJPEG)", "MIT (OpenJPEG: BSD-2-Clause)"),
     ("pylibjpeg-rle", "RLE decoding", "MIT"),

@@ -44,6 +44,7 @@ from asdesk.gui.metadata_panel import MetadataPanel
 from asdesk.gui.model_input_view import ModelInputView
 from asdesk.gui.notifier import Notice, Notifier
 from asdesk.gui.preprocessing_panel import PipelineState, PreprocessingPanel, canonical_steps
+from asdesk.gui.reader_decision import ReaderDecisionPanel, ask_reader_name
 from asdesk.gui.results_panel import ResultsPanel
 from asdesk.gui.screening import ScreeningParameters, ScreeningView, format_duration
 from asdesk.gui.slice_keys import SliceKeyRouter
@@ -182,8 +183,8 @@ def redecide(outcome: AnalysisOutcome, operating_point: str) -> AnalysisOutcome:
     return dataclasses.replace(outcome, results=results, series=series)
 
 
-def write_report(path: str, outcome: AnalysisOutcome, operating_point: str) -> str:
-    """Write the PDF report of an outcome (thread-pool job). Returns ``path``."""
+def write_report(path: str, outcome: AnalysisOutcome, operating_point: str, decision: Any = None) -> str:  # noqa: ANN401
+    """Write the PDF report of an outcome, with the reader's decision if any (thread-pool job). Returns ``path``."""
     from asdesk.report import write_pdf_report
 
     judged = redecide(outcome, operating_point)
@@ -191,8 +192,18 @@ def write_report(path: str, outcome: AnalysisOutcome, operating_point: str) -> s
     if judged.preprocessing_modified:
         note = ("Preprocessing was modified from the model card's pipeline for this analysis: the result is "
                 "outside the model's validation.")
-    write_pdf_report(path, judged.report_result, dict(judged.card.raw), operating_point_note=note)
+    write_pdf_report(path, judged.report_result, dict(judged.card.raw), operating_point_note=note,
+                     reader_decision=decision)
     return path
+
+
+def write_dicom(folder: str, outcome: AnalysisOutcome, operating_point: str, decision: Any = None) -> str:  # noqa: ANN401
+    """Write the DICOM Secondary Captures and Structured Report of an outcome (thread-pool job). Returns ``folder``."""
+    from asdesk.tasks.dicom_export import export_dicom
+
+    judged = redecide(outcome, operating_point)
+    export_dicom(judged.report_result, dict(judged.card.raw), folder, decision=decision)
+    return folder
 
 
 def copy_file(source: str, target: str) -> str:
@@ -284,6 +295,10 @@ class MainWindow(QMainWindow):
         self.tabs.addTab(self.screening, "Screening")
         self.setCentralWidget(self.tabs)
         self.results_panel = ResultsPanel()
+        self.reader_panel = ReaderDecisionPanel(
+            name_provider=lambda force: ask_reader_name(self, self.settings, force, self.show_dialogs),
+            reader_name=self.settings.reader_name)
+        self.results_panel.add_section(self.reader_panel)
         self.metadata_panel = MetadataPanel()
         self.preprocessing_panel = PreprocessingPanel()
         self.model_input_view = ModelInputView()
@@ -342,6 +357,9 @@ class MainWindow(QMainWindow):
                                               "Write the PDF report of the case shown")
         self.export_csv_action = self._action("Export &results (CSV)…", self.export_csv_dialog, "Ctrl+Shift+E",
                                               "Write the case's per-image results as CSV")
+        self.export_dicom_action = self._action("Export &DICOM…", self.export_dicom_dialog, "Ctrl+Shift+D",
+                                                "Write DICOM results a PACS can store: a Secondary Capture per image "
+                                                "and a Structured Report of the finding")
         self.quit_action = self._action("&Quit", self.close, QKeySequence.StandardKey.Quit, "Quit asdesk")
         self.quit_action.setShortcut(QKeySequence("Ctrl+Q"))
         self.analyse_action = self._action("&Analyse", self.analyse_current, "F5",
@@ -371,6 +389,7 @@ class MainWindow(QMainWindow):
         file_menu.addSeparator()
         file_menu.addAction(self.export_pdf_action)
         file_menu.addAction(self.export_csv_action)
+        file_menu.addAction(self.export_dicom_action)
         file_menu.addSeparator()
         file_menu.addAction(self.quit_action)
         view_menu = menu.addMenu("&View")
@@ -639,6 +658,7 @@ class MainWindow(QMainWindow):
         self.card = None
         self._pipeline_state = None
         self.results_panel.clear("Not analysed yet")
+        self.reader_panel.clear_case()
         self._select_card_for(case)
         if case.outcome is not None:
             self._show_outcome(case.outcome)
@@ -824,6 +844,7 @@ class MainWindow(QMainWindow):
         self.viewer.set_crop_boxes([r.crop_box for r in judged.results])
         self.results_panel.set_results(judged.results, judged.series, judged.card, outcome.preprocessing_modified)
         self.results_panel.set_current_slice(self.viewer.current_index)
+        self.reader_panel.set_result(judged.report_result, outcome.source)
         self._request_preview()
         self.sig_analysis_shown.emit(outcome)
 
@@ -937,8 +958,28 @@ class MainWindow(QMainWindow):
         self.settings.last_export_folder = str(Path(path).parent)
         operating_point = self.settings.operating_point or self.case.outcome.card.default_operating_point
         self.notifier.info(f"Writing {Path(path).name}…")
-        return run_in_pool(write_report, path, self.case.outcome, operating_point, on_done=self._on_written,
-                           on_failed=self._on_write_failed, context=self)
+        return run_in_pool(write_report, path, self.case.outcome, operating_point, self.reader_panel.decision(),
+                           on_done=self._on_written, on_failed=self._on_write_failed, context=self)
+
+    def export_dicom_dialog(self) -> None:
+        """File → Export DICOM… (a folder for the Secondary Captures and the Structured Report)."""
+        if self.case is None or self.case.outcome is None:
+            self.notifier.info("Analyse a case before exporting its DICOM results.")
+            return
+        folder = QFileDialog.getExistingDirectory(self, "Export DICOM results into a folder",
+                                                  self.settings.last_export_folder or str(Path.home()))
+        if folder:
+            self.export_dicom(folder)
+
+    def export_dicom(self, folder: str) -> int:
+        """Write the case's DICOM Secondary Captures and Structured Report into ``folder`` (on the thread pool)."""
+        if self.case is None or self.case.outcome is None:
+            raise ValueError("no analysed case to export; analyse a case first")
+        self.settings.last_export_folder = str(folder)
+        operating_point = self.settings.operating_point or self.case.outcome.card.default_operating_point
+        self.notifier.info(f"Writing DICOM results into {Path(folder).name}…")
+        return run_in_pool(write_dicom, str(folder), self.case.outcome, operating_point, self.reader_panel.decision(),
+                           on_done=self._on_written, on_failed=self._on_write_failed, context=self)
 
     def export_csv_dialog(self) -> None:
         """File → Export results (CSV)…"""
@@ -1070,6 +1111,7 @@ class MainWindow(QMainWindow):
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt API
         """Cancel running work, stop the worker (with a timeout) and save the settings."""
         self._closing = True
+        self.reader_panel.flush()  # a note typed just before closing
         geometry = bytes(self.saveGeometry().toHex().data()).decode("ascii")
         state = bytes(self.saveState().toHex().data()).decode("ascii")
         self.settings.window_state = f"{geometry}:{state}"

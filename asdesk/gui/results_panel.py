@@ -290,12 +290,17 @@ class ResultsPanel(QWidget):
         content_layout.addWidget(finding_box)
         content_layout.addWidget(model_box)
         content_layout.addStretch(1)
+        self._sections_layout = content_layout  # add_section: more sections under the finding
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
         scroll.setWidget(content)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(scroll)
+
+    def add_section(self, widget: QWidget) -> None:
+        """Show ``widget`` (e.g. the reader's decision) under the finding, above the model's details."""
+        self._sections_layout.insertWidget(self._sections_layout.indexOf(self.model_box), widget)
 
     # ------------------------------------------------------------------------------------------ results
     def clear(self, message: str = "No result yet") -> None:

@@ -327,7 +327,10 @@ def build_metadata(path: Path, dataset: Dataset, frame: Dataset, frame_index: in
     Returns
     -------
     ImageMetadata
-        With format ``"DICOM"``; window centre/width are the first values, in modality units.
+        With format ``"DICOM"``; window centre/width are the first values, in modality units. The report
+        header's attributes (accession number, patient sex and birth date, institution, referring physician,
+        study date, time, id and description) are read as stored, empty when absent; Institution Name falls back
+        to the first line of Institution Address.
     """
     bits = _int_or_none(frame.get("BitsStored"))
     return ImageMetadata(
@@ -365,4 +368,11 @@ def build_metadata(path: Path, dataset: Dataset, frame: Dataset, frame_index: in
         or _text(frame, "PulseSequenceName"),
         inversion_time_ms=_first_float(frame.get("InversionTime", dataset.get("InversionTime"))),
         protocol_name=_text(dataset, "ProtocolName"),
+        accession_number=_text(dataset, "AccessionNumber"),
+        patient_sex=_text(dataset, "PatientSex").upper(),
+        patient_birth_date=_text(dataset, "PatientBirthDate"),
+        institution_name=_text(dataset, "InstitutionName") or _text(dataset, "InstitutionAddress").split("\n")[0],
+        referring_physician=_text(dataset, "ReferringPhysicianName"),
+        study_time=_text(dataset, "StudyTime"),
+        study_id=_text(dataset, "StudyID"),
     )

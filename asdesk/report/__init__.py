@@ -1,11 +1,12 @@
-"""Reports: the PDF analysis report, the screening CSV log and numpy → image helpers.
+"""Reports: the PDF analysis report, the screening CSV log, the DICOM export (Secondary Capture + Structured
+Report, :mod:`asdesk.report.dicom_export`) and numpy → image helpers.
 
 Layer rule (DESIGN.md): imports only :mod:`asdesk.core`, numpy, the standard library and
 ``PySide6.QtGui``/``QtCore`` (never widgets, never :mod:`asdesk.inference` or TensorFlow). A model card
 arrives here as its plain JSON dict.
 
-The Qt-based parts (:func:`write_pdf_report`, the image helpers) are imported lazily, so that
-``from asdesk.report import ScreeningCsv`` does not load Qt.
+The Qt-based parts (:func:`write_pdf_report`, :func:`write_dicom_results`, the image helpers) are imported
+lazily, so that ``from asdesk.report import ScreeningCsv`` loads neither Qt nor highdicom.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ class ReportWriteError(AsdeskError, OSError):
 from asdesk.report.csvlog import SCREENING_COLUMNS, ScreeningCsv  # noqa: E402
 
 if TYPE_CHECKING:
+    from asdesk.report.dicom_export import write_dicom_results
     from asdesk.report.images import (
         array_to_qimage,
         blend_overlay,
@@ -47,6 +49,7 @@ if TYPE_CHECKING:
 
 _LAZY = {
     "write_pdf_report": "asdesk.report.pdf",
+    "write_dicom_results": "asdesk.report.dicom_export",
     "array_to_qimage": "asdesk.report.images",
     "blend_overlay": "asdesk.report.images",
     "display_to_gray_uint8": "asdesk.report.images",
@@ -73,5 +76,6 @@ __all__ = [
     "display_to_gray_uint8",
     "png_bytes",
     "save_png",
+    "write_dicom_results",
     "write_pdf_report",
 ]

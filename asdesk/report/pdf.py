@@ -1,9 +1,12 @@
 """The PDF analysis report, rendered headless with Qt's ``QTextDocument`` (HTML subset) and ``QPdfWriter``.
 
 Only ``PySide6.QtGui``/``QtCore`` are used: an offscreen ``QGuiApplication`` is enough (no widgets, no
-display). The report names the model pack id, version and SHA-256 on every page (IHE AI Results), shows
-the image and its Grad-CAM overlay, the finding with its probability, threshold and operating point, the
-model's measured performance with 95% confidence intervals as its card states them, and the intended use.
+display). Page 1 is what a referrer reads in ten seconds: the header clinics expect
+(:func:`asdesk.core.study_header.study_header`), the AI finding with its key numbers, the reader's conclusion
+apart from it (:class:`asdesk.core.reader_decision.ReaderDecision`), the image with its Grad-CAM overlay and the
+intended-use statement, once. Detail pages follow: the numbers behind the finding, the full patient and study
+table, the per-slice table, the model and its measured performance with 95% confidence intervals as its card
+states them. Every page names the model pack id, version and SHA-256 (IHE AI Results).
 
 The layout is computed in the PDF's own device units (300 dpi): lengths are given in mm and converted,
 fonts in points, so the result does not depend on the screen's DPI.
@@ -39,6 +42,8 @@ from PySide6.QtGui import (
 import asdesk
 from asdesk.core import AnalysisResult, AsdeskError, SeriesResult
 from asdesk.core.performance import chance_warning, held_out_evidence
+from asdesk.core.reader_decision import AiFindingRef, ReaderDecision, format_timestamp
+from asdesk.core.study_header import ABSENT, study_header
 from asdesk.report import ReportWriteError
 from asdesk.report.images import array_to_qimage, blend_overlay, display_to_gray_uint8, fit_qimage
 
@@ -51,6 +56,7 @@ _MARGIN_TOP_MM = 14.0
 _MARGIN_BOTTOM_MM = 20.0  # room for the footer
 _IMAGE_MAX_SIDE_PX = 1400  # larger images are scaled down (smoothly) before embedding
 _IMAGE_MAX_HEIGHT_MM = 95.0
+_PAGE_ONE_IMAGE_MM = 72.0  # page 1 must hold the header, the finding, the reader's conclusion and the images
 
 _application: QGuiApplication | None = None  # keeps the application we create alive
 
@@ -125,21 +131,6 @@ def _timestamp(moment: datetime) -> str:
     offset = moment.strftime("%z")
     zone = f" (UTC{offset[:3]}:{offset[3:5]})" if offset else ""
     return f"{moment:%Y-%m-%d %H:%M:%S}{zone}"
-
-
-def _dicom_date(value: str) -> str:
-    text = value.strip()
-    if len(text) == 8 and text.isdigit():
-        return f"{text[:4]}-{text[4:6]}-{text[6:]}"
-    return text
-
-
-def _person_name(value: str) -> str:
-    """DICOM PN ``Family^Given^Middle`` → ``Family, Given Middle``."""
-    parts = [part for part in value.split("=")[0].split("^") if part]
-    if len(parts) <= 1:
-        return value
-    return f"{parts[0]}, {' '.join(parts[1:])}"
 
 
 def _number(value: object) -> str:
@@ -402,6 +393,13 @@ tr.hl td {{ background-color: #fff3cd; font-weight: 600; }}
 .finding-pos {{ font-size: 14pt; font-weight: 700; color: #9a1b1b; }}
 .finding-neg {{ font-size: 14pt; font-weight: 700; color: #1d5e2a; }}
 .resultbox {{ background-color: #f1f5f9; }}
+.readerbox {{ background-color: #fbfbf4; }}
+.pending {{ font-size: 11pt; font-weight: 600; color: #6b6b6b; }}
+.reader-agree {{ font-size: 12pt; font-weight: 700; color: #10304f; }}
+.reader-disagree {{ font-size: 12pt; font-weight: 700; color: #7a3e00; }}
+.reader-own {{ font-size: 12pt; font-weight: 700; color: #10304f; }}
+.disclaimer {{ color: #9a1b1b; font-weight: 600; font-size: 8.5pt; margin-top: {px(2)}px; }}
+table.header td {{ font-size: 9pt; }}
 """
 
 
@@ -410,13 +408,13 @@ def _finding_html(finding: str, positive: bool) -> str:
 
 
 def _image_cells(builder: _Builder, analysis: AnalysisResult, document: QTextDocument,
-                 keep: list[QImage]) -> str:
+                 keep: list[QImage], max_height_mm: float = _IMAGE_MAX_HEIGHT_MM) -> str:
     """Two table cells: the image and its Grad-CAM overlay, registered as document resources."""
     display = np.asarray(analysis.record.display)
     gray = display_to_gray_uint8(display)
     height, width = gray.shape
     column_mm = (builder.body_width_mm - 6.0) / 2.0
-    scale = min(column_mm / width, _IMAGE_MAX_HEIGHT_MM / height)
+    scale = min(column_mm / width, max_height_mm / height)
     shown_w, shown_h = builder.px(width * scale), builder.px(height * scale)
 
     def register(name: str, array: np.ndarray) -> str:
@@ -440,18 +438,15 @@ def _image_cells(builder: _Builder, analysis: AnalysisResult, document: QTextDoc
 
 
 def _patient_pairs(analysis: AnalysisResult, series: bool) -> list[tuple[str, str]]:
+    """The detail page's patient and study table: the header fields, then the series and the source."""
     meta = analysis.record.metadata
     source = Path(meta.source)
     source_text = f"{source.parent.name}/ ({source.name} shown)" if series else source.name
     if meta.frame_index is not None:
         source_text += f", frame {meta.frame_index + 1}"
-    return [
-        ("Patient name", _esc(_person_name(meta.patient_name))),
-        ("Patient ID", _esc(meta.patient_id)),
-        ("Study date", _esc(_dicom_date(meta.study_date))),
-        ("Modality", _esc(meta.modality or meta.format)),
-        ("Body part", _esc(meta.body_part)),
-        ("Series", _esc(meta.series_description or meta.study_description)),
+    pairs = [(field.label, _esc(field.value)) for field in study_header(meta)]
+    return pairs + [
+        ("Series", _esc(meta.series_description or ABSENT)),
         ("Source file", _esc(source_text)),
         ("Image size", f"{analysis.record.shape[1]} × {analysis.record.shape[0]} px"
          + _spacing_text(meta.pixel_spacing_mm)),
@@ -477,8 +472,64 @@ def _slice_label(analysis: AnalysisResult) -> str:
     return ", ".join(parts) or Path(meta.source).name
 
 
+def _header_html(b: _Builder, meta: Any) -> None:  # noqa: ANN401 - ImageMetadata
+    """The report header clinics expect: patient, accession, study, institution, referrer (absent: —)."""
+    fields = study_header(meta)
+    b.add(f'<table class="header" width="100%" cellspacing="0" cellpadding="{b.px(0.6)}">')
+    for start in range(0, len(fields), 2):
+        cells = []
+        for field in fields[start:start + 2]:
+            style = "" if field.present else ' style="color: #8a8a8a;"'
+            cells.append(f'<td width="20%" class="label">{_esc(field.label)}</td>'
+                         f'<td width="30%" class="value"{style}><b>{_esc(field.value)}</b></td>')
+        cells.extend(["<td></td><td></td>"] * (2 - len(cells)))
+        b.add("<tr>" + "".join(cells) + "</tr>")
+    b.add("</table>")
+    if meta.format and meta.format != "DICOM":
+        b.add(f'<p class="small">{_esc(meta.format)} image: the file holds no patient or study data.</p>')
+
+
+def _estimate_text(estimate: Any) -> str:  # noqa: ANN401 - Estimate or None
+    if estimate is None:
+        return "not measured"
+    if estimate.low is None or estimate.high is None:
+        return f"{estimate.value:.3f}"
+    return f"{estimate.value:.3f} (95% CI {estimate.low:.3f}–{estimate.high:.3f})"
+
+
+def _key_numbers(rows: Sequence[tuple[str, str]], b: _Builder) -> str:
+    cells = "".join(f'<tr><td width="36%" class="label">{_esc(label)}</td><td class="value">{value}</td></tr>'
+                    for label, value in rows)
+    return f'<table width="100%" cellspacing="0" cellpadding="{b.px(0.4)}">{cells}</table>'
+
+
+def _reader_box(b: _Builder, decision: ReaderDecision | None, ai_now: AiFindingRef, positive_label: str,
+                negative_label: str) -> None:
+    """The reader's conclusion, kept apart from the AI finding, with the reader's name and the time."""
+    parts = ['<p><span class="label">Reader\'s conclusion</span><br>']
+    if decision is None or not decision.decided:
+        parts.append('<span class="pending">Not recorded in asdesk</span></p>')
+        parts.append('<p class="small">The AI finding above is decision support; the reader\'s conclusion is '
+                     "recorded in the window (Results panel) or in the clinical report.</p>")
+        if decision is not None and decision.note.strip():
+            parts.append(f'<p class="small"><b>Reader\'s note (draft):</b> {_esc(decision.note.strip())}</p>')
+    else:
+        css = {"agree": "reader-agree", "disagree": "reader-disagree"}.get(decision.agreement, "reader-own")
+        parts.append(f'<span class="{css}">{_esc(decision.summary(positive_label, negative_label))}</span></p>')
+        parts.append(f"<p>Reader: <b>{_esc(decision.reader.strip() or 'not named')}</b> · recorded "
+                     f"{_esc(format_timestamp(decision.recorded_at) or 'time not recorded')}</p>")
+        if decision.note.strip():
+            parts.append(f"<p><b>Note:</b> {_esc(decision.note.strip())}</p>")
+        if decision.ai is not None and not decision.ai.same_finding(ai_now):
+            parts.append(f'<p class="small">Recorded against an earlier AI finding: {_esc(decision.ai.text())}.</p>')
+    b.add(f'<table class="readerbox" width="100%" cellspacing="0" cellpadding="{b.px(2.0)}" '
+          f'border="{b.px(0.3)}" style="border-collapse: collapse; border-color: #9aa7b4; '
+          'border-style: solid;"><tr><td>' + "".join(parts) + "</td></tr></table>")
+
+
 def _build_html(result: AnalysisResult | SeriesResult, card: Mapping[str, Any], operating_point_note: str,
-                builder: _Builder, document: QTextDocument, keep: list[QImage], now: datetime) -> str:
+                builder: _Builder, document: QTextDocument, keep: list[QImage], now: datetime,
+                decision: ReaderDecision | None = None) -> str:
     series = isinstance(result, SeriesResult)
     if series:
         if not result.slices:
@@ -491,17 +542,22 @@ def _build_html(result: AnalysisResult | SeriesResult, card: Mapping[str, Any], 
     model = shown.model
     labels = card.get("labels") if isinstance(card.get("labels"), Mapping) else {}
     positive_label = str(labels.get("positive", model.positive_label))
+    negative_label = str(labels.get("negative", model.negative_label))
     px = builder.px
     b = builder
+    meta = shown.record.metadata
     b.add(f"<html><head><style>{_style(builder)}</style></head><body>")
+    # ================================================================ page 1: what a referrer reads
     b.add("<h1>asdesk analysis report</h1>")
-    b.add(f'<p class="sub"><span class="ruo">Research use only; not a medical device.</span> '
-          f"Generated {_timestamp(now)} by asdesk {_esc(asdesk.__version__)}.</p>")
+    b.add(f'<p class="sub">Generated {_timestamp(now)} by asdesk {_esc(asdesk.__version__)} · model '
+          f"{_esc(model.pack_id)} {_esc(model.version)} (SHA-256 {_esc(model.sha256[:12])})</p>")
+    _header_html(b, meta)
 
-    # --- result box
+    # --- the AI finding and its key numbers
     prediction = shown.prediction
     box: list[str] = []
     refused = result.refused if series else shown.refused
+    evidence = held_out_evidence(card, prediction.operating_point)
     if refused:
         gate_text = shown.gate.text(model.pack_id)
         if series:
@@ -509,39 +565,40 @@ def _build_html(result: AnalysisResult | SeriesResult, card: Mapping[str, Any], 
             gate_text = (f"{result.n_refused} of {len(result.slices)} slices are "
                          + first_refused.gate.text(model.pack_id) + " (e.g. slice "
                          + _slice_label(first_refused) + ")")
-        box.append('<p><span class="label">Not analysed</span><br><span class="refused">'
-                   f"{_esc(gate_text[:1].upper() + gate_text[1:])}</span></p>")
+        box.append('<p><span class="label">AI finding (decision support) · Not analysed</span><br>'
+                   f'<span class="refused">{_esc(gate_text[:1].upper() + gate_text[1:])}</span></p>')
         box.append('<p class="small">No finding is given for an image outside what the model was made for. '
                    "A result can be forced (asdesk analyze --force, or “Analyse anyway” in the window); it is then "
                    "marked as outside validated use.</p>")
     elif series:
         study = result.study_prediction
-        box.append(f'<p><span class="label">Study-level finding</span><br>'
-                   f'{_finding_html(study.finding, study.positive)}</p>')
-        # The study threshold comes from the card's study rule ("study"), otherwise from an operating point.
+        relation = "≥" if study.positive else "&lt;"
         source = ("the card's study rule" if study.operating_point == "study"
-                  else f"operating point <b>{_esc(_point_name(study.operating_point))}</b>")
-        box.append(f"<p>Study score <b>{_percent(result.study_probability)}</b> for “{_esc(positive_label)}” "
-                   f"(threshold {_percent(study.threshold)}, from {source}).</p>")
-        box.append(f'<p class="small">Study rule: {_esc(result.study_rule or "not stated")}. '
-                   f"{len(result.slices)} slices analysed; highest slice probability "
-                   f"{_percent(prediction.probability)} ({_esc(_slice_label(shown))}), finding on that "
-                   f"slice: {_esc(prediction.finding)}.</p>")
+                  else f"operating point {_point_name(study.operating_point)}")
+        box.append(f'<p><span class="label">AI study-level finding (decision support)</span><br>'
+                   f'{_finding_html(study.finding, study.positive)}</p>')
+        rows = [("Study score", f"<b>{_percent(result.study_probability)}</b> {relation} threshold "
+                                f"{_percent(study.threshold)} ({_esc(source)})"),
+                ("Highest slice", f"{_percent(prediction.probability)} ({_esc(_slice_label(shown))}): "
+                                  f"{_esc(prediction.finding)}"),
+                ("Slices analysed", f"{len(result.slices)}, at the {_esc(_point_name(prediction.operating_point))} "
+                                    f"slice threshold {_percent(prediction.threshold)}")]
+        rows += [("Held-out sensitivity", _esc(_estimate_text(evidence.sensitivity))),
+                 ("Held-out specificity", _esc(_estimate_text(evidence.specificity)))]
+        box.append(_key_numbers(rows, b))
+        box.append(f'<p class="small">Study-level finding by the rule: {_esc(result.study_rule or "not stated")}.</p>')
     else:
-        box.append(f'<p><span class="label">Finding</span><br>'
+        relation = "≥" if prediction.positive else "&lt;"
+        kind = "Calibrated probability" if prediction.calibrated else "Probability"
+        box.append(f'<p><span class="label">AI finding (decision support)</span><br>'
                    f'{_finding_html(prediction.finding, prediction.positive)}</p>')
-        box.append(f"<p>Probability of “{_esc(positive_label)}”: <b>{_percent(prediction.probability)}</b> "
-                   f"· threshold {_percent(prediction.threshold)} · operating point "
-                   f"<b>{_esc(_point_name(prediction.operating_point))}</b> "
-                   f"(positive when probability ≥ threshold).</p>")
+        rows = [(kind, f"<b>{_percent(prediction.probability)}</b> {relation} threshold "
+                       f"{_percent(prediction.threshold)} (positive when probability ≥ threshold)"),
+                ("Operating point", f"<b>{_esc(_point_name(prediction.operating_point))}</b>"),
+                ("Held-out sensitivity", _esc(_estimate_text(evidence.sensitivity))),
+                ("Held-out specificity", _esc(_estimate_text(evidence.specificity)))]
+        box.append(_key_numbers(rows, b))
     if not refused:
-        if prediction.calibrated:
-            box.append('<p class="small">Probabilities are calibrated (Platt scaling on validation patients).</p>')
-        evidence = held_out_evidence(card, prediction.operating_point)
-        lines = evidence.lines()
-        if lines:
-            box.append('<p class="small"><b>Numbers behind this finding</b> (patients the model never saw):<br>'
-                       + "<br>".join(_esc(line) for line in lines) + "</p>")
         overridden = [item for item in (result.slices if series else (shown,)) if item.gate.overridden]
         if overridden:
             box.append('<p class="refused"><b>Outside validated use:</b> the reader overrode the refusal of '
@@ -549,11 +606,7 @@ def _build_html(result: AnalysisResult | SeriesResult, card: Mapping[str, Any], 
         if series and result.n_refused:
             box.append(f'<p class="small">{result.n_refused} slice(s) were refused (outside what the model was '
                        "validated for) and left out of the study result.</p>")
-    if operating_point_note:
-        box.append(f'<p class="small">{_esc(operating_point_note)}</p>')
-    if model.task:
-        box.append(f'<p class="small">Question answered by the model: {_esc(model.task)}.</p>')
-    b.add(f'<table class="resultbox" width="100%" cellspacing="0" cellpadding="{px(2.5)}" '
+    b.add(f'<table class="resultbox" width="100%" cellspacing="0" cellpadding="{px(2.0)}" '
           f'border="{px(0.3)}" style="border-collapse: collapse; border-color: #9aa7b4; '
           'border-style: solid;"><tr><td>'
           + "".join(box) + "</td></tr></table>")
@@ -562,17 +615,14 @@ def _build_html(result: AnalysisResult | SeriesResult, card: Mapping[str, Any], 
     if warning:
         b.add(f'<p class="ruo"><b>Warning:</b> {_esc(warning)}</p>')
 
-    # --- patient and study
-    b.heading("Patient and study")
-    meta = shown.record.metadata
-    b.key_values(_patient_pairs(shown, series) + [("Study UID", _esc(meta.study_uid)),
-                                                  ("Series UID", _esc(meta.series_uid))],
-                 wide=("Study UID", "Series UID"), mono=("Study UID", "Series UID"))
+    # --- the reader's conclusion, apart from the AI finding
+    b.add(f'<p style="margin-top: {px(1.5)}px;"></p>')
+    _reader_box(b, decision, AiFindingRef.from_result(result), positive_label, negative_label)
 
-    # --- images
-    b.heading("Image and Grad-CAM")
-    b.add(f'<table width="100%" cellspacing="0" cellpadding="{px(1)}"><tr>'
-          + _image_cells(builder, dataclasses.replace(shown, overlay=None) if refused else shown, document, keep)
+    # --- image and map
+    b.add(f'<table width="100%" cellspacing="0" cellpadding="{px(1)}" style="margin-top: {px(2)}px;"><tr>'
+          + _image_cells(builder, dataclasses.replace(shown, overlay=None) if refused else shown, document, keep,
+                         _PAGE_ONE_IMAGE_MM)
           + "</tr></table>")
     shown_text = _esc(Path(meta.source).name)
     if series:
@@ -583,23 +633,47 @@ def _build_html(result: AnalysisResult | SeriesResult, card: Mapping[str, Any], 
               "model was validated for.</p>")
     else:
         b.add(f'<p class="caption">{shown_text}: probability {_percent(prediction.probability)}'
-              f" ({_esc(prediction.finding)}). Grad-CAM (Selvaraju et al., 2017) shows where the network's "
-              "evidence for its score lies, drawn with a strength that follows the probability (a weak finding "
-              "gives a faint map); it is not a segmentation of disease and can highlight irrelevant structures."
-              "</p>")
+              f" ({_esc(prediction.finding)}). The heat map (Grad-CAM) shows where the model's evidence lies; it "
+              "is not a segmentation of disease. Details on the next page.</p>")
+    # --- the disclaimer, once
+    b.add(f'<p class="disclaimer">{_esc(asdesk.INTENDED_USE)}</p>')
 
-    # --- intended use
-    b.heading("Intended use")
+    # ================================================================ detail pages
+    b.heading("Details of the AI result", new_page=True)
+    details: list[str] = []
+    if not refused:
+        if prediction.calibrated:
+            details.append('<p class="small">Probabilities are calibrated (Platt scaling on validation '
+                           "patients).</p>")
+        lines = evidence.lines()
+        if lines:
+            details.append('<p class="small"><b>Numbers behind this finding</b> (patients the model never saw):<br>'
+                           + "<br>".join(_esc(line) for line in lines) + "</p>")
+    if operating_point_note:
+        details.append(f'<p class="small">Operating point: {_esc(operating_point_note)}</p>')
+    if model.task:
+        details.append(f'<p class="small">Question answered by the model: {_esc(model.task)}.</p>')
+    if not refused:
+        details.append('<p class="small">Grad-CAM (Selvaraju et al., 2017) shows where the network\'s evidence for '
+                       "its score lies, drawn with a strength that follows the probability (a weak finding gives a "
+                       "faint map); it is not a segmentation of disease and can highlight irrelevant structures.</p>")
+    b.add("".join(details) or '<p class="small">No further detail.</p>')
+
+    # --- patient and study
+    b.heading("Patient and study")
+    b.key_values(_patient_pairs(shown, series) + [("Study UID", _esc(meta.study_uid or ABSENT)),
+                                                  ("Series UID", _esc(meta.series_uid or ABSENT))],
+                 wide=("Study UID", "Series UID"), mono=("Study UID", "Series UID"))
+
+    # --- intended use (the card's own statement; the disclaimer itself is on page 1)
     card_use = str(card.get("intended_use", "")).strip()
     if card_use:
+        b.heading("Intended use")
         b.add(f"<p><b>Model card:</b> {_esc(card_use)}</p>")
-    b.add(f'<p><span class="ruo">{_esc(asdesk.INTENDED_USE)}</span></p>')
-    b.add(f'<p class="small">Report generated by asdesk {_esc(asdesk.__version__)} on '
-          f"{_timestamp(now)}.</p>")
 
     # --- per-slice table
     if series:
-        b.heading("Per-slice probabilities", new_page=True)
+        b.heading("Per-slice probabilities")
         rows = []
         for index, item in enumerate(result.slices):
             item_meta = item.record.metadata
@@ -621,7 +695,7 @@ def _build_html(result: AnalysisResult | SeriesResult, card: Mapping[str, Any], 
                   + "<br>".join(_esc(error) for error in result.errors) + "</p>")
 
     # --- model
-    b.heading("Model", new_page=not series)
+    b.heading("Model", new_page=series)
     sha = model.sha256 or str(card.get("sha256", ""))
     pairs = [("Model pack", _esc(model.pack_id)), ("Version", _esc(model.version)),
              ("Architecture", _esc(card.get("architecture", "–"))),
@@ -700,17 +774,21 @@ def _prepare_target(path: Path) -> Path:
 
 
 def write_pdf_report(path: str | Path, result: AnalysisResult | SeriesResult, card: Mapping[str, Any],
-                     operating_point_note: str = "") -> Path:
+                     operating_point_note: str = "", reader_decision: ReaderDecision | None = None) -> Path:
     """Write the analysis report of one image or one series as an A4 PDF.
 
-    Contents: title; patient and study data; the image (``record.display`` as grayscale) beside the
-    Grad-CAM overlay (``result.overlay`` alpha-blended on it) with a caption; the finding with its
-    probability, threshold and operating point; the model pack id, version, SHA-256 and task; the
-    operating points and measured performance (metrics with 95% CI and the data they were measured on,
-    from ``card["performance"]``); the training data; the intended use (the card's and
-    :data:`asdesk.INTENDED_USE`); asdesk version and report date. For a :class:`SeriesResult`, also the
-    study-level result and rule and a table of per-slice probabilities, and the image shown is the slice
-    with the highest probability. Every page has a footer naming the model and its hash.
+    **Page 1** is what a referrer reads in ten seconds: the header (patient, ID, sex, birth date, accession number,
+    study date and description, institution, referring physician, modality; an absent attribute shows "—"), the
+    AI finding (or the refusal) with its key numbers (calibrated probability against the threshold, the operating
+    point, the held-out sensitivity and specificity with their 95% CIs; for a series the study score, the rule's
+    threshold and the highest slice), the reader's conclusion in a box of its own (with the reader's name and the
+    time, or "not recorded"), the image beside its Grad-CAM overlay, and the intended-use disclaimer, once.
+    **Detail pages** follow: the numbers behind the finding and their protocol, the operating-point note, the
+    question the model answers, the full patient and study table with UIDs and the source file, the card's
+    intended use, for a :class:`SeriesResult` the per-slice probabilities, then the model (id, version, SHA-256,
+    operating points), its measured performance (metrics with 95% CI and the data they were measured on, from
+    ``card["performance"]``) and the training data. Every page has a footer naming asdesk, the model and its hash;
+    pages after the first repeat that the report is for research use.
 
     The file is written to a temporary file in the same folder and then renamed, so an existing report
     is never left half-written.
@@ -721,11 +799,14 @@ def write_pdf_report(path: str | Path, result: AnalysisResult | SeriesResult, ca
         Destination ``.pdf`` file; its folder must exist.
     result : AnalysisResult or SeriesResult
         ``record.display``: float (H, W) or (H, W, 3) in [0, 1]; ``overlay``: uint8 (H, W, 4) RGBA or
-        ``None``.
+        ``None``. For a series the image shown is the slice with the highest probability.
     card : mapping
         The model card as its raw JSON dict (``card.json``). Missing keys are tolerated.
     operating_point_note : str
-        Optional sentence printed under the finding (e.g. why this operating point was chosen).
+        Optional sentence on the detail page (e.g. why this operating point was chosen).
+    reader_decision : ReaderDecision, optional
+        The reader's conclusion (:mod:`asdesk.core.reader_decision`), shown on page 1 apart from the AI finding;
+        ``None``: "not recorded".
 
     Returns
     -------
@@ -744,7 +825,7 @@ def write_pdf_report(path: str | Path, result: AnalysisResult | SeriesResult, ca
     ensure_gui_application()
     temporary = _prepare_target(path)
     try:
-        _render(temporary, result, card, operating_point_note)
+        _render(temporary, result, card, operating_point_note, reader_decision)
         os.replace(temporary, path)
     except OSError as error:
         raise ReportWriteError(path, f"cannot write the PDF ({error.strerror or error}); if the file is "
@@ -769,7 +850,7 @@ def _html_pixels_per_device_pixel(device: QPdfWriter) -> float:
 
 
 def _render(target: Path, result: AnalysisResult | SeriesResult, card: Mapping[str, Any],
-            operating_point_note: str) -> None:
+            operating_point_note: str, decision: ReaderDecision | None = None) -> None:
     writer = QPdfWriter(str(target))
     writer.setResolution(RESOLUTION_DPI)
     writer.setPageSize(QPageSize(QPageSize.PageSizeId.A4))
@@ -800,14 +881,16 @@ def _render(target: Path, result: AnalysisResult | SeriesResult, card: Mapping[s
     now = datetime.now().astimezone()
     ratio = _html_pixels_per_device_pixel(writer)
     builder = _Builder(dpi / 25.4 / ratio, body_width / dpi * 25.4)
-    document.setHtml(_build_html(result, card, operating_point_note, builder, document, keep, now))
+    document.setHtml(_build_html(result, card, operating_point_note, builder, document, keep, now, decision))
     document.setPageSize(QSizeF(body_width, body_height))
     page_count = document.pageCount()
 
     shown = result.slices[0] if isinstance(result, SeriesResult) else result
     model = shown.model
     footer_left = (f"asdesk {asdesk.__version__} · model {model.pack_id} v{model.version} · "
-                   f"SHA-256 {model.sha256[:12]} · research use only; not a medical device")
+                   f"SHA-256 {model.sha256[:12]}")
+    # Page 1 states the intended use once in its body; later pages repeat it in the footer.
+    footer_later = footer_left + " · research use only; not a medical device"
     footer_font = QFont(font)
     footer_font.setPointSizeF(7.5)
 
@@ -830,7 +913,7 @@ def _render(target: Path, result: AnalysisResult | SeriesResult, card: Mapping[s
             painter.setFont(footer_font)
             text_rect = QRectF(left, rule_y + px(1), body_width, px(6))
             painter.drawText(text_rect, int(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop),
-                             footer_left)
+                             footer_later if page else footer_left)
             painter.drawText(text_rect, int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignTop),
                              f"page {page + 1} of {page_count}")
     finally:

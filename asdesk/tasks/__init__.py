@@ -14,6 +14,7 @@ from asdesk.tasks.analysis import (
     read_path,
 )
 from asdesk.tasks.decision import calibrate, judge, redecide, study_decision, study_result
+from asdesk.tasks.dicom_export import export_dicom, reader_decision_for
 from asdesk.tasks.engines import EngineCache, default_engines
 from asdesk.tasks.gates import NoPackAcceptsError, choose_pack, metadata_reasons, mr_plane, mr_sequence, pack_for
 from asdesk.tasks.screening import (
@@ -38,12 +39,14 @@ __all__ = [
     "calibrate",
     "choose_pack",
     "default_engines",
+    "export_dicom",
     "judge",
     "metadata_reasons",
     "mr_plane",
     "mr_sequence",
     "pack_for",
     "read_path",
+    "reader_decision_for",
     "redecide",
     "report_name",
     "screen_folder",
