@@ -831,6 +831,13 @@ class MainWindow(QMainWindow):
             self.notifier.info(f"Analysed {case.name}: {first.finding} (probability {first.probability:.3f})"
                                f"{timing}.")
 
+    def _name_overlay(self, map_name: str) -> None:
+        """Name the overlay toggle, its tip and the viewer's colour bar after the pack's map."""
+        label = "Oedema map" if map_name == "oedema map" else "Grad-CAM"
+        self.overlay_action.setText(f"{label} &overlay")
+        self.overlay_action.setToolTip(f"Show or hide the {map_name} (G)")
+        self.viewer.set_map_name(map_name)
+
     def _show_outcome(self, outcome: AnalysisOutcome) -> None:
         self.card = outcome.card
         if canonical_steps(self.preprocessing_panel.card_steps()) != canonical_steps(outcome.card.preprocessing):
@@ -841,6 +848,7 @@ class MainWindow(QMainWindow):
                                   "validation.")
         judged = redecide(outcome, self.settings.operating_point or outcome.card.default_operating_point)
         self.viewer.set_heatmaps([r.heatmap for r in judged.results])
+        self._name_overlay(outcome.card.map_name)
         self.viewer.set_crop_boxes([r.crop_box for r in judged.results])
         self.results_panel.set_results(judged.results, judged.series, judged.card, outcome.preprocessing_modified)
         self.results_panel.set_current_slice(self.viewer.current_index)

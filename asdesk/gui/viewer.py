@@ -555,6 +555,12 @@ class ImageViewer(QWidget):
         self._heatmaps = list(heatmaps)
         self._show_overlay()
 
+    def set_map_name(self, name: str) -> None:
+        """Name the heat map in the colour bar and the readout: ``"Grad-CAM"`` (scaled by the probability) or
+        ``"oedema map"`` (a segmentation model's per-pixel probability, shown as it is)."""
+        self._map_name = name
+        self.colour_bar_title.setText("oedema p" if name == "oedema map" else "Grad-CAM × p")
+
     def set_crop_boxes(self, boxes: Sequence[tuple[int, int, int, int] | None]) -> None:
         """Outline the region each model input was cropped from, one box per record.
 
@@ -788,7 +794,7 @@ class ImageViewer(QWidget):
             text += f"  ({col * spacing[1]:.1f}, {row * spacing[0]:.1f}) mm"
         heatmap = self._heatmaps[self._index] if self._heatmaps else None
         if heatmap is not None and self._overlay_visible:
-            text += f"  Grad-CAM {float(heatmap[row, col]):.2f}"
+            text += f"  {getattr(self, '_map_name', 'Grad-CAM')} {float(heatmap[row, col]):.2f}"
         return text
 
     def _update_readout(self) -> None:

@@ -190,8 +190,9 @@ def burn_in_lines(result: AnalysisResult | SeriesResult, index: int, card: Mappi
         lines.append(BurnInLine(f"Reader ({decision.signed()}): "
                                 f"{decision.summary(positive_label, negative_label)}", WHITE, True))
     if shown.overlay is not None and not shown.refused:
-        lines.append(BurnInLine("Heat map: Grad-CAM, where the model's evidence lies (not a segmentation of "
-                                "disease)", MUTED, scale=0.8))
+        lines.append(BurnInLine("Heat map: oedema map, the model's per-pixel probability of bone-marrow oedema"
+                                if model.map_name == "oedema map" else "Heat map: Grad-CAM, where the model's "
+                                "evidence lies (not a segmentation of disease)", MUTED, scale=0.8))
     lines.append(BurnInLine(f"{model.pack_id} {model.version} · model SHA-256 {model.sha256[:12]} · asdesk "
                             f"{asdesk.__version__} · {asdesk.INTENDED_USE.split('.')[0]}", MUTED, scale=0.8))
     return lines
@@ -480,8 +481,8 @@ def write_dicom_results(folder: str | Path, result: AnalysisResult | SeriesResul
         image.Laterality = ""  # General Series 2C: unknown (the heat map does not say which side)
         image.BurnedInAnnotation = "YES"
         image.ImageComments = (f"AI result of {item.model.pack_id} {item.model.version} (asdesk {software}) with "
-                               "the Grad-CAM heat map and the finding burned in. " + asdesk.INTENDED_USE)[:10240]
-        image.DerivationDescription = ("Source image with the Grad-CAM heat map blended in and the AI finding "
+                               f"the {item.model.map_name} and the finding burned in. " + asdesk.INTENDED_USE)[:10240]
+        image.DerivationDescription = (f"Source image with the {item.model.map_name} blended in and the AI finding "
                                        "written below, enlarged for legibility")[:1024]
         for keyword in _COPIED_FROM_STUDY:  # type 3 attributes highdicom does not copy
             if study.get(keyword):

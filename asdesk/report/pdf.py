@@ -427,9 +427,11 @@ def _image_cells(builder: _Builder, analysis: AnalysisResult, document: QTextDoc
     image_html = register("image", gray)
     if analysis.overlay is not None:
         overlay_html = register("overlay", blend_overlay(display, analysis.overlay))
-        overlay_caption = "Grad-CAM overlay: warm colours mark the regions that most raised the score"
+        overlay_caption = ("Oedema map: the model's probability of bone-marrow oedema at each pixel (warm = likely)"
+                           if analysis.model.map_name == "oedema map" else
+                           "Grad-CAM overlay: warm colours mark the regions that most raised the score")
     else:
-        overlay_html = '<p class="small"><i>Grad-CAM not available for this result.</i></p>'
+        overlay_html = f'<p class="small"><i>{_esc(analysis.model.map_name)} not available for this result.</i></p>'
         overlay_caption = ""
     return (f'<td width="50%" align="center" valign="top">{image_html}'
             f'<p class="caption" align="center">Image as displayed (default window)</p></td>'
@@ -633,8 +635,12 @@ def _build_html(result: AnalysisResult | SeriesResult, card: Mapping[str, Any], 
               "model was validated for.</p>")
     else:
         b.add(f'<p class="caption">{shown_text}: probability {_percent(prediction.probability)}'
-              f" ({_esc(prediction.finding)}). The heat map (Grad-CAM) shows where the model's evidence lies; it "
-              "is not a segmentation of disease. Details on the next page.</p>")
+              f" ({_esc(prediction.finding)}). "
+              + ("The oedema map is the model's per-pixel probability of bone-marrow oedema (a segmentation "
+                 "trained on readers' outlines); " if model.map_name == "oedema map" else
+                 "The heat map (Grad-CAM) shows where the model's evidence lies; it is not a segmentation of "
+                 "disease. ")
+              + "Details on the next page.</p>")
     # --- the disclaimer, once
     b.add(f'<p class="disclaimer">{_esc(asdesk.INTENDED_USE)}</p>')
 
@@ -653,7 +659,12 @@ def _build_html(result: AnalysisResult | SeriesResult, card: Mapping[str, Any], 
         details.append(f'<p class="small">Operating point: {_esc(operating_point_note)}</p>')
     if model.task:
         details.append(f'<p class="small">Question answered by the model: {_esc(model.task)}.</p>')
-    if not refused:
+    if not refused and model.map_name == "oedema map":
+        details.append('<p class="small">The oedema map is the output of a U-Net trained on the outlines of '
+                       "bone-marrow oedema drawn by four readers (2-of-4 consensus); it is shown as the model's "
+                       "probability, and its agreement with readers' outlines on patients it never saw is in the "
+                       "model card (pointing game and Dice beside the readers' own agreement).</p>")
+    elif not refused:
         details.append('<p class="small">Grad-CAM (Selvaraju et al., 2017) shows where the network\'s evidence for '
                        "its score lies, drawn with a strength that follows the probability (a weak finding gives a "
                        "faint map); it is not a segmentation of disease and can highlight irrelevant structures.</p>")
@@ -702,7 +713,8 @@ def _build_html(result: AnalysisResult | SeriesResult, card: Mapping[str, Any], 
              ("Card date", _esc(card.get("date", "–"))),
              ("Modalities", _esc(_text(card.get("modalities", "–")))),
              ("Body parts", _esc(_text(card.get("body_parts", "–")))),
-             ("SHA-256 (short)", _esc(sha[:12])), ("Grad-CAM layer", _esc(card.get("gradcam_layer", "–"))),
+             ("SHA-256 (short)", _esc(sha[:12])),
+             ("Heat map", _esc(f"{model.map_name} (layer {card.get('gradcam_layer', '–')})")),
              ("Task", _esc(model.task or card.get("task", "–"))), ("SHA-256 (full)", _esc(sha))]
     b.key_values(pairs, wide=("Task", "SHA-256 (full)"), mono=("SHA-256 (short)", "SHA-256 (full)"))
     points = card.get("operating_points")
