@@ -38,6 +38,7 @@ from PySide6.QtWidgets import (
 )
 
 from asdesk.core import ImageRecord
+from asdesk.core.formatting import format_window
 
 pg.setConfigOptions(imageAxisOrder="row-major", antialias=True)
 
@@ -100,6 +101,25 @@ def window_presets(record: ImageRecord) -> dict[str, WindowLevel]:
         presets["Bone (CT)"] = WindowLevel(400.0, 1800.0)
         presets["Soft tissue (CT)"] = WindowLevel(40.0, 400.0)
     return presets
+
+
+def holds_integers(pixels: np.ndarray) -> bool:
+    """Whether an image's finite values are all whole numbers (e.g. MR signal, CT HU), whatever its dtype.
+
+    Parameters
+    ----------
+    pixels : numpy.ndarray
+        (H, W) or (H, W, C) values.
+
+    Returns
+    -------
+    bool
+    """
+    values = np.asarray(pixels)
+    if np.issubdtype(values.dtype, np.integer):
+        return True
+    finite = values[np.isfinite(values)]
+    return bool(finite.size) and bool(np.all(finite == np.round(finite)))
 
 
 def overlay_lookup_table(colour_map: str = OVERLAY_COLOUR_MAP) -> np.ndarray:
@@ -177,6 +197,7 @@ class ImageViewer(QWidget):
         self._overlay_visible = True
         self._overlay_opacity = 0.45
         self._mouse_scene_pos: QPointF | None = None
+        self._integer_data = False
 
         self.graphics = pg.GraphicsLayoutWidget()
         self.graphics.setBackground("k")
@@ -241,6 +262,7 @@ class ImageViewer(QWidget):
         self.one_to_one_button.setToolTip("One image pixel per screen pixel (1)")
         self.one_to_one_button.clicked.connect(self.one_to_one)
         self.preset_box = QComboBox()
+        self.preset_box.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)  # "Auto (1–99 %)" whole
         self.preset_box.setToolTip("Window presets (right drag: horizontal = width, vertical = level)")
         self.preset_box.activated.connect(self._on_preset)
         self.window_label = QLabel("")
@@ -354,6 +376,8 @@ class ImageViewer(QWidget):
             self.readout.setText("")
             return
         self._presets = window_presets(self._records[0])
+        # Integer data (stored values through an integer rescale) gets an integer window readout.
+        self._integer_data = all(holds_integers(record.pixels) for record in self._records[:1])
         self.preset_box.blockSignals(True)
         self.preset_box.clear()
         self.preset_box.addItems(list(self._presets))
@@ -472,7 +496,7 @@ class ImageViewer(QWidget):
         if self._window is None or self.image_item.image is None:
             return
         self.image_item.setLevels(self._window.levels)
-        self.window_label.setText(f"C {self._window.centre:.4g}  W {self._window.width:.4g}")
+        self.window_label.setText(format_window(self._window.centre, self._window.width, self._integer_data))
 
     # ----------------------------------------------------------------------------------------- overlay
     def set_overlay_visible(self, visible: bool) -> None:
