@@ -514,6 +514,9 @@ class MainWindow(QMainWindow):
         self.results_panel.sig_override_requested.connect(self.analyse_anyway)
         self.preprocessing_panel.sig_pipeline_changed.connect(self._on_pipeline_changed)
         self.case_list.currentRowChanged.connect(self._on_case_selected)
+        # The case's result belongs to the viewer: on the screening tab the status bar is the run's.
+        self.tabs.currentChanged.connect(lambda _index: self.result_label.setVisible(
+            self.tabs.currentWidget() is self.viewer and bool(self.result_label.text())))
         self.screening.sig_start_requested.connect(self.start_screening)
         self.screening.sig_cancel_requested.connect(self.cancel_screening)
         self.screening.sig_open_case.connect(self._open_from_screening)
@@ -918,7 +921,8 @@ class MainWindow(QMainWindow):
         self.results_panel.set_current_slice(self.viewer.current_index)
         name = Path(outcome.source).name or outcome.source
         self.result_label.setText(f"{name}: {outcome_summary(judged)}")
-        self.result_label.setVisible(True)
+        self.result_label.setToolTip(f"Result of the case shown: {self.result_label.text()}")
+        self.result_label.setVisible(self.tabs.currentWidget() is self.viewer)
         self._request_preview()
         self.sig_analysis_shown.emit(outcome)
 

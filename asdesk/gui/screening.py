@@ -51,6 +51,9 @@ from asdesk.gui.jobs import ProgressEvent
 ROW_FLUSH_MS = 150
 """Rows arriving from the worker are added to the table in groups, at most this many ms late."""
 
+DISCOVERY_LABEL = "Looking for images"
+"""How the progress reports of a run's folder walk begin (:func:`asdesk.io.discover.discover_all`)."""
+
 AUTOMATIC_MODEL = ""
 """Model-chooser value meaning "the pack whose card covers the image's modality and body part"."""
 
@@ -611,7 +614,16 @@ class ScreeningView(QWidget):
             self._update_summary()
 
     def on_progress(self, event: ProgressEvent) -> None:
-        """Update the progress bar, count and time remaining."""
+        """Update the progress bar, count and time remaining.
+
+        The run first walks the folder (:func:`asdesk.io.discover.discover_all`, label "Looking for images
+        in …"): that phase shows a busy bar and the files looked at, so its count is never taken for rows.
+        """
+        if event.label.startswith(DISCOVERY_LABEL):
+            self.progress.setFormat("")
+            self.progress.setRange(0, 0)
+            self.progress_label.setText(f"looking for images… {event.done} file(s)")
+            return
         self.progress.setFormat("%v / %m")
         if event.total:
             self.progress.setRange(0, int(event.total))
