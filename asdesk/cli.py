@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import asdesk
 from asdesk.core import AnalysisResult, AsdeskError, ModelNotFoundError, ReadError, SeriesResult
+from asdesk.core.formatting import format_probability, probability_versus_threshold
 from asdesk.core.logsetup import native_stderr_silenced
 from asdesk.core.performance import chance_warning, held_out_evidence, measured_auc
 from asdesk.core.settings import OPERATING_POINT_NAMES
@@ -493,11 +494,12 @@ def _print_result(
             meta = item.record.metadata
             position = "" if meta.slice_position_mm is None else f"{meta.slice_position_mm:.1f}"
             instance = "" if meta.instance_number is None else str(meta.instance_number)
-            shown = "-" if item.refused else f"{item.prediction.probability:.3f}"
+            shown = "-" if item.refused else format_probability(item.prediction.probability)
             print(f"  {index:>5}  {instance:>8}  {position:>11}  {shown:>11}  {_finding_line(item)}", file=out)
         slice_prediction = result.slices[0].prediction
         print(
-            f"  slice threshold {slice_prediction.threshold:.3f} (operating point {slice_prediction.operating_point})",
+            f"  slice threshold {format_probability(slice_prediction.threshold)} "
+            f"(operating point {slice_prediction.operating_point})",
             file=out,
         )
         study = result.study_prediction
@@ -508,11 +510,8 @@ def _print_result(
             overridden = sum(1 for item in result.slices if item.gate.overridden)
             mark = f" [OUTSIDE VALIDATED USE: {overridden} refused slice(s) overridden]" if overridden else ""
             print(f"  study finding: {study.finding}{mark}", file=out)
-            print(
-                f"  study score {result.study_probability:.3f} (threshold {study.threshold:.3f}); rule: "
-                f"{result.study_rule}",
-                file=out,
-            )
+            score = probability_versus_threshold(result.study_probability, study.threshold, study.positive)
+            print(f"  study score {score}; rule: {result.study_rule}", file=out)
         for error in result.errors:
             print(f"  not read: {error}", file=out)
     else:
@@ -520,11 +519,10 @@ def _print_result(
         print(f"{path}", file=out)
         print(f"  finding: {_finding_line(result)}", file=out)
         if not result.refused:
-            relation = ">=" if prediction.positive else "<"
             kind = "calibrated probability" if prediction.calibrated else "probability"
+            relation = probability_versus_threshold(prediction.probability, prediction.threshold, prediction.positive)
             print(
-                f"  {kind} {prediction.probability:.3f} {relation} threshold {prediction.threshold:.3f} "
-                f"(operating point {prediction.operating_point})",
+                f"  {kind} {relation} (operating point {prediction.operating_point})",
                 file=out,
             )
     if not result.refused:
@@ -569,7 +567,7 @@ def _report_path(report: Path, index: int, path: Path, several: bool) -> Path:
 def _operating_point_note(result: AnalysisResult | SeriesResult, chosen: str | None) -> str:
     prediction = result.slices[0].prediction if isinstance(result, SeriesResult) else result.prediction
     origin = "chosen with --operating-point" if chosen else "the model card's default"
-    return f"{prediction.operating_point}, threshold {prediction.threshold:.3f} ({origin})"
+    return f"{prediction.operating_point}, threshold {format_probability(prediction.threshold)} ({origin})"
 
 
 def _write_dicom(folder: Path, result: AnalysisResult | SeriesResult, card: Mapping[str, Any],

@@ -50,6 +50,14 @@ def stir_records() -> list[ImageRecord]:
     return list(records)
 
 
+def plain(text: str) -> str:
+    """A label's rich text without its tags (entities decoded)."""
+    import html
+    import re
+
+    return html.unescape(re.sub(r"<[^>]+>", "", text))
+
+
 def card_document(input_size: int = 32) -> dict:
     """A valid card (TEST DATA) for :class:`asdesk.inference.card.ModelCard`."""
     return {
@@ -326,7 +334,8 @@ def test_results_panel_single_image_and_operating_points(qtbot, card, stir_recor
     result = fake_results(stir_records[:1], card, [0.35])
     panel.set_results(result, None, card)
     assert "Negative (TEST)" in panel.finding_label.text()
-    assert "0.350" in panel.probability_label.text() and "balanced" in panel.probability_label.text()
+    assert "35.0 % < threshold 50.0 %" in plain(panel.probability_label.text())
+    assert "balanced" in panel.probability_label.text()
     assert panel.bar.probability == pytest.approx(0.35)
     assert panel.bar.thresholds == {"high_sensitivity": 0.2, "balanced": 0.5, "high_specificity": 0.8}
     assert not panel.series_box.isVisible()
@@ -379,9 +388,10 @@ def test_results_panel_series_plot_click_jumps_to_slice(qtbot, card, stir_record
     panel.set_results(slices, series, card)
     assert panel.series_box.isVisible()
     assert panel.probabilities() == pytest.approx(probabilities)
-    assert "Positive (TEST)" in panel.study_label.text() and "0.900" in panel.study_label.text()
+    assert "Study: Positive (TEST)" in panel.finding_label.text() and "90.0 %" in panel.probability_label.text()
     panel.set_current_slice(6)
-    assert panel.slice_line.value() == 7 and "slice 7 of 15" in panel.finding_label.text()
+    assert panel.slice_line.value() == 7 and "Slice 7 of 15" in panel.slice_label.text()
+    assert "Study: Positive (TEST)" in panel.finding_label.text()  # the slice never replaces the study headline
     spots = panel.points.points()
     assert len(spots) == len(stir_records)
     with qtbot.waitSignal(panel.sig_slice_requested) as blocker:
@@ -454,7 +464,7 @@ def test_screening_view_table_sorting_resume_and_open(qtbot, tmp_path: Path):
     view.table.sortByColumn(2, Qt.SortOrder.DescendingOrder)
     first = view.proxy.index(0, 2).data()
     last = view.proxy.index(3, 2).data()
-    assert first == "0.900" and last == ""
+    assert first == "90.0 %" and last == ""
     with qtbot.waitSignal(view.sig_open_case) as blocker:
         view.table.clicked.emit(view.proxy.index(0, 0))
     assert blocker.args == [str(files[2])]

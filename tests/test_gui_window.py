@@ -127,7 +127,8 @@ def test_open_series_analyse_and_inspect(qtbot, window, tmp_path: Path):
     window.results_panel.sig_slice_requested.emit(9)
     assert window.viewer.current_index == 9
     assert window.metadata_panel.value("Instance") == str(window.case.records[9].metadata.instance_number)
-    assert "slice 10 of 15" in window.results_panel.finding_label.text()
+    assert "Slice 10 of 15" in window.results_panel.slice_label.text()
+    assert window.results_panel.finding_label.text().startswith("Study: ")  # the study result stays the headline
     # Model input view: exactly the image the model received for the slice shown.
     qtbot.waitUntil(lambda: window.model_input_view.current_image() is outcome.results[9].model_input,
                     timeout=10_000)
@@ -241,9 +242,11 @@ def test_screening_fills_the_table_stays_responsive_and_matches_the_cli(qtbot, w
     with qtbot.waitSignal(window.sig_file_written, timeout=WAIT_MS):
         window._copy_screening_csv(str(csv_path), str(exported))
     assert exported.read_bytes() == csv_path.read_bytes()
-    # Resume: a second run finds every row done and writes nothing new.
+    # Finished: the view offers "Screen again", not "Resume". A run on the same CSV resumes: it finds every
+    # row done and writes nothing new.
+    assert window.screening.start_button.text() == "Screen again"
     with qtbot.waitSignal(window.service.sig_screen_done, timeout=WAIT_MS) as blocker:
-        window.screening.start_button.click()
+        window.start_screening(window.screening.parameters())
     assert blocker.args[0].summary.n_skipped_resumed == 13 and blocker.args[0].summary.n_done == 0
     assert len(content(csv_path)) == 13
     # A click on a row opens the case in the viewer.

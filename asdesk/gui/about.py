@@ -13,8 +13,9 @@ from typing import Any
 from PySide6.QtWidgets import QDialog, QDialogButtonBox, QTabWidget, QTextBrowser, QVBoxLayout, QWidget
 
 import asdesk
+from asdesk.core.formatting import format_probability, join_present
 from asdesk.core.paths import resources_dir, user_config_dir, user_log_dir, user_models_dir
-from asdesk.gui.results_panel import performance_html
+from asdesk.gui.card_html import model_card_html
 
 # (distribution, what it is for, licence). The licence is stated here rather than read from the package
 # metadata, whose licence field is free text and often empty.
@@ -55,10 +56,10 @@ def _value_html(value: Any, depth: int = 0) -> str:  # noqa: ANN401
         if depth > 2:
             return html.escape(json.dumps(value)[:300])
         items = "".join(f"<li><b>{html.escape(str(k))}</b>: {_value_html(v, depth + 1)}</li>"
-                        for k, v in value.items())
+                        for k, v in value.items() if v is not None and v != "")
         return f"<ul>{items}</ul>"
     if isinstance(value, list):
-        return html.escape(", ".join(str(v) for v in value[:20]))
+        return html.escape(join_present(value[:20]))
     return html.escape(str(value))
 
 
@@ -66,7 +67,7 @@ def card_html(card: Any) -> str:  # noqa: ANN401 - asdesk.inference.card.ModelCa
     """A model card as HTML: identity, task, input, operating points, performance, training data, use."""
     raw = dict(getattr(card, "raw", {}) or {})
     points = "".join(
-        f"<li>{html.escape(name.replace('_', ' '))}: threshold {p.threshold:.3f}"
+        f"<li>{html.escape(name.replace('_', ' '))}: threshold {format_probability(p.threshold)}"
         + (f", sensitivity {float(p.sensitivity):.3f}" if p.sensitivity is not None else "")
         + (f", specificity {float(p.specificity):.3f}" if p.specificity is not None else "") + "</li>"
         for name, p in card.operating_points.items())
@@ -75,8 +76,10 @@ def card_html(card: Any) -> str:  # noqa: ANN401 - asdesk.inference.card.ModelCa
         f"<h3>{html.escape(card.id)} — version {html.escape(str(card.version))}</h3>",
         f"<p><b>Task:</b> {html.escape(card.task)}<br>",
         f"<b>Labels:</b> {html.escape(card.positive_label)} / {html.escape(card.negative_label)}<br>",
-        f"<b>Modalities:</b> {html.escape(', '.join(m or 'raster (PNG/JPEG)' for m in card.modalities))}; "
-        f"<b>body parts:</b> {html.escape(', '.join(card.body_parts) or 'any')}<br>",
+        f"<b>Modalities:</b> {html.escape(join_present(m or 'raster (PNG/JPEG)' for m in card.modalities))}; "
+        f"<b>body parts:</b> {html.escape(join_present(card.body_parts) or 'any')}"
+        + (" (and images that do not state one)" if "" in card.body_parts and join_present(card.body_parts) else "")
+        + "<br>",
         f"<b>Architecture:</b> {html.escape(card.architecture)}, input {card.input_shape}<br>",
         f"<b>SHA-256:</b> <code>{html.escape(card.sha256)}</code><br>",
         f"<b>asdesk version:</b> {html.escape(str(raw.get('asdesk_version', '')))}; "
@@ -85,8 +88,8 @@ def card_html(card: Any) -> str:  # noqa: ANN401 - asdesk.inference.card.ModelCa
     ]
     if rule is not None:
         parts.append(f"<p><b>Study rule:</b> {html.escape(rule.description or rule.kind)} "
-                     f"(k={rule.k}, threshold {rule.threshold:.3f})</p>")
-    parts.append(f"<p><b>Measured performance</b></p>{performance_html(card.performance)}")
+                     f"(k={rule.k}, threshold {format_probability(rule.threshold)})</p>")
+    parts.append(f"<p><b>Measured performance</b></p>{model_card_html(raw)}")
     if raw.get("training_data"):
         parts.append(f"<p><b>Training data, provenance and licence</b></p>{_value_html(raw['training_data'])}")
     parts.append(f"<p><b>Intended use:</b> {html.escape(card.intended_use)}</p>")

@@ -1,9 +1,10 @@
 """Start the workstation window: ``asdesk`` with no subcommand, or ``asdesk PATH...``.
 
-The window is on screen before TensorFlow is imported: :func:`run_gui` shows it, lets Qt paint it, and only
-then asks the model worker thread to import TensorFlow and discover the model packs. Files given on the
-command line are read and shown at once; their analysis waits in the worker's queue until the models are
-ready ("Loading models…" in the status bar).
+The window is on screen before any model runtime is imported: :func:`run_gui` shows it, lets Qt paint it,
+and only then asks the model worker thread to choose the device and discover the model packs. Files given on
+the command line are read and shown at once; their analysis waits in the worker's queue behind the discovery
+and loads the pack it needs first ("Loading model …" in the status bar); the other packs load in the
+background afterwards.
 """
 
 from __future__ import annotations

@@ -35,6 +35,7 @@ from PySide6.QtWidgets import (
 )
 
 from asdesk.core import ImageRecord
+from asdesk.core.formatting import format_elapsed, format_probability, probability_versus_threshold
 from asdesk.core.paths import user_data_dir
 from asdesk.core.settings import Settings
 from asdesk.gui.about import AboutDialog
@@ -51,11 +52,15 @@ from asdesk.gui.slice_keys import SliceKeyRouter
 from asdesk.gui.viewer import ImageViewer
 from asdesk.gui.viewer_actions import ViewerActions
 from asdesk.gui.viewer_pane import SeriesChoice, ViewerPane
-from asdesk.gui.worker import AnalysisOutcome, ModelService, ModelsStatus, ScreenOutcome
+from asdesk.gui.worker import AnalysisOutcome, ModelLoadEvent, ModelService, ModelsStatus, ScreenOutcome
 
 LOGGER = logging.getLogger(__name__)
 
 RASTER_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+OPEN_FILE_FILTERS = ("All files, DICOM without extension too (*)",
+                     "Images (*.dcm *.DCM *.dicom *.png *.jpg *.jpeg *.tif *.tiff)")
+"""File → Open's filters, the default first: PACS exports have no file extension, so the default shows every
+file (the reader decides DICOM by content, DESIGN.md)."""
 SCREEN_OFFER_MIN_IMAGES = 2
 """A dropped folder with image files in sub-folders, or at least this many PNG/JPEG/TIFF files, is offered
 for screening rather than opened as one series."""
@@ -183,6 +188,37 @@ def redecide(outcome: AnalysisOutcome, operating_point: str) -> AnalysisOutcome:
     return dataclasses.replace(outcome, results=results, series=series)
 
 
+def outcome_summary(outcome: AnalysisOutcome) -> str:
+    """One line for the status bar and the case list's tooltip: the finding (for a series the study's), the
+    probability and the threshold with the relation that decided it.
+
+    Parameters
+    ----------
+    outcome : AnalysisOutcome
+        As judged for display (:func:`redecide`).
+
+    Returns
+    -------
+    str
+        E.g. ``"Active inflammation (study score 67.4 % ≥ threshold 62.8 %)"`` or ``"not analysed: outside
+        what the model was validated for"``.
+    """
+    series = outcome.series
+    if series is not None:
+        if series.refused:
+            return "not analysed: outside what the model was validated for"
+        study = series.study_prediction
+        return (f"{study.finding} (study score "
+                f"{probability_versus_threshold(series.study_probability, study.threshold, study.positive)})")
+    result = outcome.results[0]
+    if result.refused:
+        return "not analysed: outside what the model was validated for"
+    prediction = result.prediction
+    mark = " [outside validated use]" if result.gate.overridden else ""
+    return (f"{prediction.finding}{mark} "
+            f"({probability_versus_threshold(prediction.probability, prediction.threshold, prediction.positive)})")
+
+
 def write_report(path: str, outcome: AnalysisOutcome, operating_point: str, decision: Any = None) -> str:  # noqa: ANN401
     """Write the PDF report of an outcome, with the reader's decision if any (thread-pool job). Returns ``path``."""
     from asdesk.report import write_pdf_report
@@ -271,6 +307,9 @@ class MainWindow(QMainWindow):
         self._export_pdfs_job: int | None = None
         self._dialogs: list[QMessageBox] = []
         self._closing = False
+        self._device_text = "Loading models…"
+        self._opening = 0  # read and scan jobs running
+        self._background_requested = False
 
         self.setWindowTitle("asdesk — research use; not a medical device")
         self.setAcceptDrops(True)
@@ -303,6 +342,8 @@ class MainWindow(QMainWindow):
         self.preprocessing_panel = PreprocessingPanel()
         self.model_input_view = ModelInputView()
         self.case_list = CaseBrowser()
+        # Long names are shortened in the middle (the start and the file's end stay readable).
+        self.case_list.setTextElideMode(Qt.TextElideMode.ElideMiddle)
         self.slice_keys = SliceKeyRouter(self, lambda: self.viewer_pane.active_viewer()
                                          if self.tabs.currentWidget() is self.viewer_pane else None)
 
@@ -452,6 +493,7 @@ class MainWindow(QMainWindow):
     def _build_status_bar(self) -> None:
         bar = self.statusBar()
         self.status_label = QLabel("Ready.")
+        self.status_label.setTextFormat(Qt.TextFormat.PlainText)
         self.status_label.setMinimumWidth(300)
         bar.addWidget(self.status_label, 1)
         self.progress_bar = QProgressBar()
@@ -462,10 +504,17 @@ class MainWindow(QMainWindow):
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setVisible(False)
         self.cancel_button.clicked.connect(self.cancel_current)
+        # The result of the case shown stays in the status bar as a permanent widget: menu and toolbar tips
+        # (temporary messages) replace the notices on the left, never the result.
+        self.result_label = QLabel("")
+        self.result_label.setTextFormat(Qt.TextFormat.PlainText)
+        self.result_label.setToolTip("Result of the case shown")
+        self.result_label.setVisible(False)
         self.device_label = QLabel("Loading models…")
         self.device_label.setToolTip("Where the models run")
         disclaimer = QLabel("Research use only — not a medical device")
         disclaimer.setStyleSheet("color: #8a1c00; font-weight: bold;")
+        bar.addPermanentWidget(self.result_label)
         bar.addPermanentWidget(self.progress_bar)
         bar.addPermanentWidget(self.cancel_button)
         bar.addPermanentWidget(self.device_label)
@@ -473,6 +522,7 @@ class MainWindow(QMainWindow):
 
     def _connect(self) -> None:
         self.service.sig_models_ready.connect(self._on_models_ready)
+        self.service.sig_model_load.connect(self._on_model_load)
         self.service.sig_started.connect(self._on_job_started)
         self.service.sig_progress.connect(self._on_progress)
         self.service.sig_analysis_done.connect(self._on_analysis_done)
@@ -486,11 +536,15 @@ class MainWindow(QMainWindow):
         self.results_panel.sig_override_requested.connect(self.analyse_anyway)
         self.preprocessing_panel.sig_pipeline_changed.connect(self._on_pipeline_changed)
         self.case_list.currentRowChanged.connect(self._on_case_selected)
+        # The case's result belongs to the viewer: on the screening tab the status bar is the run's.
+        self.tabs.currentChanged.connect(lambda _index: self.result_label.setVisible(
+            self.tabs.currentWidget() is self.viewer_pane and bool(self.result_label.text())))
         self.screening.sig_start_requested.connect(self.start_screening)
         self.screening.sig_cancel_requested.connect(self.cancel_screening)
         self.screening.sig_open_case.connect(self._open_from_screening)
         self.screening.sig_export_csv_requested.connect(self._copy_screening_csv)
         self.screening.sig_export_pdfs_requested.connect(self._export_screening_pdfs)
+        self.screening.sig_open_results_requested.connect(self._open_screening_results)
         if self.service.status is not None:
             self._on_models_ready(self.service.status)
 
@@ -528,7 +582,8 @@ class MainWindow(QMainWindow):
                                 "not analysed.", action_needed=True)
             return
         ids = [pack.card.id for pack in status.packs]
-        self.device_label.setText(f"Models on {status.device} · {len(ids)} pack(s)")
+        self._device_text = f"Models on {status.device} · {len(ids)} pack(s)"
+        self.device_label.setText(self._device_text)
         self.model_box.clear()
         self.model_box.addItem("Automatic", "")
         self.model_box.setItemData(0, "Chosen by the image's modality and body part", Qt.ItemDataRole.ToolTipRole)
@@ -543,10 +598,24 @@ class MainWindow(QMainWindow):
         if not ids:
             self.notifier.error("No model pack is installed: images can be viewed but not analysed. Install "
                                 "packs into the models folder shown in Help → About.", action_needed=True)
-        else:
-            self.notifier.info(f"Models ready on {status.device} ({status.load_seconds:.1f} s).")
+        elif not self.service.busy:  # a queued analysis says what it does itself ("Loading model …")
+            self.notifier.info(f"{len(ids)} model pack(s) found; models run on {status.device}.")
         if self.case is not None:
             self._select_card_for(self.case)
+        self._background_requested = False  # (re)discovered packs: load them when idle
+        self._load_rest_when_idle()
+
+    def _on_model_load(self, event: ModelLoadEvent) -> None:
+        """Say which model is loading: in the status bar when an analysis waits for it, else beside the device."""
+        if event.background:
+            self.device_label.setText(self._device_text if event.finished
+                                      else f"Loading {event.pack_id} in the background…")
+            return
+        if event.finished:
+            return
+        self.notifier.info(f"Loading model {event.pack_id} {event.version}…")
+        if self.case is not None and self.case.job_id is not None:
+            self.results_panel.set_busy(f"Loading model {event.pack_id}…")
 
     def _on_model_chosen(self, _index: int) -> None:
         model_id = str(self.model_box.currentData() or "")
@@ -591,15 +660,38 @@ class MainWindow(QMainWindow):
         for raw in paths:
             path = Path(raw)
             if path.is_dir():
-                run_in_pool(scan_folder, path, on_done=self._on_folder_scanned,
-                            on_failed=self._on_read_failed, context=self)
+                self._opening += 1
+                run_in_pool(scan_folder, path, on_done=self._after_open(self._on_folder_scanned),
+                            on_failed=self._after_open(self._on_read_failed), context=self)
             else:
                 self._read(str(path))
 
     def _read(self, path: str) -> None:
         self.notifier.info(f"Reading {Path(path).name}…")
         self.settings.add_recent(path)
-        run_in_pool(read_case, path, on_done=self._on_case_read, on_failed=self._on_read_failed, context=self)
+        self._fill_recent_menu()
+        self._opening += 1
+        run_in_pool(read_case, path, on_done=self._after_open(self._on_case_read),
+                    on_failed=self._after_open(self._on_read_failed), context=self)
+
+    def _after_open(self, callback: Any) -> Any:  # noqa: ANN401
+        """``callback`` for a read or scan job, counting the jobs still running (see _load_rest_when_idle)."""
+        def done(value: Any) -> None:  # noqa: ANN401
+            self._opening -= 1
+            callback(value)
+            self._load_rest_when_idle()
+
+        return done
+
+    def _load_rest_when_idle(self) -> None:
+        """Once the models are discovered and no file is being read, load the other packs in the background.
+
+        The files opened at launch are read first and their analyses queued, so the pack they need is the
+        first loaded (by their own analysis); the rest follows, default model first.
+        """
+        if self.service.ready and self._opening == 0 and not self._background_requested and not self._closing:
+            self._background_requested = True
+            self.service.load_in_background()
 
     def _on_folder_scanned(self, scan: FolderScan) -> None:
         if not scan.offers_screening:
@@ -659,6 +751,8 @@ class MainWindow(QMainWindow):
         self._pipeline_state = None
         self.results_panel.clear("Not analysed yet")
         self.reader_panel.clear_case()
+        self.result_label.setText("")
+        self.result_label.setVisible(False)
         self._select_card_for(case)
         if case.outcome is not None:
             self._show_outcome(case.outcome)
@@ -671,7 +765,7 @@ class MainWindow(QMainWindow):
         """File → Open file(s)…"""
         paths, _ = QFileDialog.getOpenFileNames(
             self, "Open image files", self.settings.last_open_folder or str(Path.home()),
-            "Images (*.dcm *.DCM *.dicom *.png *.jpg *.jpeg *.tif *.tiff);;All files (*)")
+            ";;".join(OPEN_FILE_FILTERS), OPEN_FILE_FILTERS[0])
         if paths:
             self.settings.last_open_folder = str(Path(paths[0]).parent)
             self.open_paths(paths)
@@ -812,9 +906,11 @@ class MainWindow(QMainWindow):
         row = self.cases.index(case)
         first = outcome.series.study_prediction if outcome.series is not None else outcome.results[0].prediction
         refused = outcome.series.refused if outcome.series is not None else outcome.results[0].refused
-        summary = "refused: outside validated use" if refused else f"{first.finding} {first.probability:.2f}"
-        label = f"{case.name} — {summary}"
-        self.case_list.item(row).setText(label)
+        summary = ("refused: outside validated use" if refused
+                   else f"{first.finding} {format_probability(first.probability)}")
+        item = self.case_list.item(row)
+        item.setText(f"{case.name}\n{summary}")  # two lines, each shortened in the middle when too long
+        item.setToolTip(f"{case.name}\n{case.source}\n{outcome_summary(outcome)}")
         if case is self.case:
             if first_result and outcome.series is not None and len(outcome.results) > 1:
                 # Open on the slice with the most evidence (the one the PDF report shows); a re-analysis
@@ -823,13 +919,13 @@ class MainWindow(QMainWindow):
                                  for result in outcome.results]
                 self.viewer.set_slice(probabilities.index(max(probabilities)))
             self._show_outcome(outcome)
-        timing = f" in {outcome.elapsed_s:.1f} s on {outcome.device}" if outcome.device else ""
+        timing = f" in {format_elapsed(outcome.elapsed_s)} on {outcome.device}" if outcome.device else ""
         if refused:
             self.notifier.warning(f"{case.name} was refused by {outcome.card.id}: it is outside what the model was "
                                   "validated for (see the Results panel).")
         else:
-            self.notifier.info(f"Analysed {case.name}: {first.finding} (probability {first.probability:.3f})"
-                               f"{timing}.")
+            relation = probability_versus_threshold(first.probability, first.threshold, first.positive)
+            self.notifier.info(f"Analysed {case.name}: {first.finding} ({relation}){timing}.")
 
     def _name_overlay(self, map_name: str) -> None:
         """Name the overlay toggle, its tip and the viewer's colour bar after the pack's map."""
@@ -853,6 +949,10 @@ class MainWindow(QMainWindow):
         self.results_panel.set_results(judged.results, judged.series, judged.card, outcome.preprocessing_modified)
         self.results_panel.set_current_slice(self.viewer.current_index)
         self.reader_panel.set_result(judged.report_result, outcome.source)
+        name = Path(outcome.source).name or outcome.source
+        self.result_label.setText(f"{name}: {outcome_summary(judged)}")
+        self.result_label.setToolTip(f"Result of the case shown: {self.result_label.text()}")
+        self.result_label.setVisible(self.tabs.currentWidget() is self.viewer_pane)
         self._request_preview()
         self.sig_analysis_shown.emit(outcome)
 
@@ -874,7 +974,9 @@ class MainWindow(QMainWindow):
         if failure.refused:  # no installed model was made for this image: a refusal, not an error
             if case is self.case and case is not None:
                 self.results_panel.show_refusal(failure.message)
-                self.case_list.item(self.cases.index(case)).setText(f"{case.name} — refused: no model for it")
+                item = self.case_list.item(self.cases.index(case))
+                item.setText(f"{case.name}\nrefused: no model for it")
+                item.setToolTip(f"{case.name}\n{case.source}\nnot analysed: {failure.message}")
             self.notifier.warning(f"{case.name if case else 'The image'} was not analysed: {failure.message}")
             return
         if case is self.case and case is not None:
@@ -942,10 +1044,11 @@ class MainWindow(QMainWindow):
             caption = "Exactly what the model received for this image."
         else:
             caption = "Preview of the current pipeline (not yet analysed)."
+        note = ""
         if self._pipeline_state is not None and self._pipeline_state.modified:
-            caption += " ⚠ Modified preprocessing: outside the model's validation."
+            note = "⚠ Modified preprocessing: outside the model's validation."
         height, width = stages[-1][1].shape[:2]
-        self.model_input_view.set_stages(stages, f"{caption} {width}×{height} px.")
+        self.model_input_view.set_stages(stages, f"{caption} {width}×{height} px.", note)
         self.sig_preview_updated.emit()
 
     # -------------------------------------------------------------------------------------- export
@@ -1071,7 +1174,8 @@ class MainWindow(QMainWindow):
             return
         self._screen_job = None
         self._idle()
-        self.screening.on_finished(outcome.message)
+        # Finished (not cancelled, not failed): every file has its row, error rows included (resume skips them).
+        self.screening.on_finished(outcome.message, complete=outcome.summary is not None and not outcome.cancelled)
         if outcome.summary is None and not outcome.cancelled:
             self.notifier.error(f"Screening failed: {outcome.message}", action_needed=True)
         else:
@@ -1084,6 +1188,14 @@ class MainWindow(QMainWindow):
                 self.show_case(case)
                 return
         self.open_paths([path])
+
+    def _open_screening_results(self, path: str) -> None:
+        """Open a screening CSV in the system's program for CSV files."""
+        from PySide6.QtCore import QUrl
+        from PySide6.QtGui import QDesktopServices
+
+        if not QDesktopServices.openUrl(QUrl.fromLocalFile(path)):
+            self.notifier.info(f"The results are in {path}.")
 
     def _copy_screening_csv(self, source: str, target: str) -> None:
         run_in_pool(copy_file, source, target, on_done=self._on_written, on_failed=self._on_write_failed,

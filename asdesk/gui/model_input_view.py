@@ -29,6 +29,8 @@ class ModelInputView(QWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self._stages: list[tuple[str, np.ndarray]] = []
+        self._final_caption = ""
+        self._note = ""
         self.graphics = pg.GraphicsLayoutWidget()
         self.graphics.setBackground("k")
         self.view = self.graphics.addViewBox(lockAspect=True, invertY=True, enableMenu=False)
@@ -49,7 +51,7 @@ class ModelInputView(QWidget):
         layout.addWidget(self.caption)
         self.setMinimumHeight(160)
 
-    def set_stages(self, stages: list[tuple[str, np.ndarray]], caption: str = "") -> None:
+    def set_stages(self, stages: list[tuple[str, np.ndarray]], caption: str = "", note: str = "") -> None:
         """Show the stages of a pipeline run, the last (the model input) selected.
 
         Parameters
@@ -57,15 +59,19 @@ class ModelInputView(QWidget):
         stages : list of (str, numpy.ndarray)
             From :meth:`asdesk.preprocess.Pipeline.stages`: (step name, float32 (H, W) in [0, 1]).
         caption : str
-            Shown under the image.
+            Shown under the last stage (the model input), e.g. "Exactly what the model received …".
+            An intermediate stage gets its own caption, which says that it is not the model input.
+        note : str
+            Shown under every stage (e.g. a warning that the preprocessing was modified).
         """
         self._stages = list(stages)
+        self._final_caption = caption
+        self._note = note
         self.stage_box.blockSignals(True)
         self.stage_box.clear()
         self.stage_box.addItems([_STAGE_TITLES.get(name, name) for name, _ in self._stages])
         self.stage_box.setCurrentIndex(len(self._stages) - 1)
         self.stage_box.blockSignals(False)
-        self.caption.setText(caption)
         self._show_stage(len(self._stages) - 1)
 
     def set_model_input(self, image: np.ndarray, caption: str = "") -> None:
@@ -83,6 +89,7 @@ class ModelInputView(QWidget):
     def clear(self) -> None:
         """Show nothing."""
         self._stages = []
+        self._final_caption = self._note = ""
         self.stage_box.clear()
         self.image_item.clear()
         self.caption.setText("The preprocessed image the model receives appears here.")
@@ -95,7 +102,14 @@ class ModelInputView(QWidget):
     def _show_stage(self, index: int) -> None:
         if not 0 <= index < len(self._stages):
             return
-        image = self._stages[index][1]
+        name, image = self._stages[index]
+        if index == len(self._stages) - 1:
+            caption = self._final_caption
+        else:
+            height, width = image.shape[:2]
+            caption = (f"Intermediate stage ({_STAGE_TITLES.get(name, name)}, {width}×{height} px): not what the "
+                       "model receives; the last stage is the model input.")
+        self.caption.setText(" ".join(part for part in (caption, self._note) if part))
         self.image_item.setImage(np.asarray(image, dtype=np.float32), autoLevels=False, levels=(0.0, 1.0))
         self.image_item.setRect(0, 0, image.shape[1], image.shape[0])
         self.view.setRange(xRange=(0, image.shape[1]), yRange=(0, image.shape[0]), padding=0.02)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,11 +44,15 @@ from PySide6.QtWidgets import (
 )
 
 from asdesk.core import AnalysisResult
+from asdesk.core.formatting import format_probability
 from asdesk.core.paths import user_data_dir
 from asdesk.gui.jobs import ProgressEvent
 
 ROW_FLUSH_MS = 150
 """Rows arriving from the worker are added to the table in groups, at most this many ms late."""
+
+DISCOVERY_LABEL = "Looking for images"
+"""How the progress reports of a run's folder walk begin (:func:`asdesk.io.discover.discover_all`)."""
 
 AUTOMATIC_MODEL = ""
 """Model-chooser value meaning "the pack whose card covers the image's modality and body part"."""
@@ -191,7 +196,7 @@ class ScreeningTableModel(QAbstractTableModel):
             if column == 2:
                 if role == Qt.ItemDataRole.UserRole:
                     return -1.0 if row.probability is None else row.probability
-                return "" if row.probability is None else f"{row.probability:.3f}"
+                return "" if row.probability is None else format_probability(row.probability)
             if column == 3:
                 return row.finding
             return row.status
@@ -276,6 +281,15 @@ class ScreeningView(QWidget):
         A row was activated: open that file in the viewer.
     sig_export_pdfs_requested(ScreeningParameters)
         "Export PDFs…": write a report per case into ``reports_dir``.
+    sig_open_results_requested(str)
+        "Open results": open the finished run's CSV (path) in the system's program for it.
+
+    Notes
+    -----
+    The start button says what it will do: "Start screening" for a folder without rows yet, "Resume
+    screening (N left)" when an earlier run stopped with rows to go, and "Screen again" (beside "Open
+    results") when every file already has its row; screening again keeps the earlier CSV under a dated
+    name and starts a new one.
     """
 
     sig_start_requested = Signal(object)
@@ -283,10 +297,13 @@ class ScreeningView(QWidget):
     sig_open_case = Signal(str)
     sig_export_pdfs_requested = Signal(object)
     sig_export_csv_requested = Signal(str, str)
+    sig_open_results_requested = Signal(str)
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self._running = False
+        self._remaining: int | None = None  # rows still to screen for the folder and CSV chosen (None: unknown)
+        self._count_generation = 0
         self.folder_edit = QLineEdit()
         self.folder_edit.setPlaceholderText("Folder of images or DICOM series to screen")
         self.folder_edit.textChanged.connect(self._on_folder_changed)
@@ -314,6 +331,10 @@ class ScreeningView(QWidget):
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
         self.cancel_button.clicked.connect(self.sig_cancel_requested.emit)
+        self.open_results_button = QPushButton("Open results")
+        self.open_results_button.setToolTip("Open the screening CSV in the program your system uses for CSV files")
+        self.open_results_button.clicked.connect(self._on_open_results)
+        self.open_results_button.setVisible(False)
         self.progress = QProgressBar()
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
@@ -372,6 +393,7 @@ class ScreeningView(QWidget):
         grid.addWidget(reports_button, 3, 2)
         run = QHBoxLayout()
         run.addWidget(self.start_button)
+        run.addWidget(self.open_results_button)
         run.addWidget(self.cancel_button)
         run.addWidget(self.progress, 1)
         run.addWidget(self.progress_label)
@@ -439,6 +461,7 @@ class ScreeningView(QWidget):
             return
         self._pending_rows = []
         self.table_model.clear()
+        self._reset_progress()
         parameters = self.parameters()
         rows: list[dict[str, str]] = []
         if parameters is not None and parameters.csv_path.is_file():
@@ -450,8 +473,58 @@ class ScreeningView(QWidget):
                 self.summary_label.setText(f"Cannot read {parameters.csv_path.name}: {error}")
                 rows = []
         self.table_model.add_rows([ScreeningRow.from_csv(row) for row in rows])
-        self.start_button.setText("Resume screening" if rows else "Start screening")
+        self._remaining = None
+        if rows and parameters is not None:
+            self._count_remaining(parameters)
+        self._update_start_button()
         self._update_summary()
+
+    def _count_remaining(self, parameters: ScreeningParameters) -> None:
+        """Count, on the thread pool, the files of the folder that have no row yet."""
+        from asdesk.gui.jobs import run_in_pool
+        from asdesk.tasks.screening import remaining_rows
+
+        self._count_generation += 1
+        generation = self._count_generation
+
+        def counted(remaining: int) -> None:
+            if generation == self._count_generation and not self._running:
+                self.set_remaining(int(remaining))
+
+        def failed(_failure: object) -> None:
+            if generation == self._count_generation and not self._running:
+                self.set_remaining(None)
+
+        run_in_pool(remaining_rows, parameters.folder, parameters.csv_path, on_done=counted, on_failed=failed,
+                    context=self)
+
+    def set_remaining(self, remaining: int | None) -> None:
+        """Say how many rows are still to screen for the folder and CSV chosen (``None``: unknown)."""
+        self._remaining = remaining
+        self._update_start_button()
+
+    @property
+    def remaining(self) -> int | None:
+        """Rows still to screen (``None`` while unknown)."""
+        return self._remaining
+
+    def _update_start_button(self) -> None:
+        """"Start", "Resume (N left)" or "Screen again" + "Open results", as the rows on disk say."""
+        has_rows = bool(self.table_model.rows)
+        complete = has_rows and self._remaining == 0
+        if not has_rows:
+            text, tip = "Start screening", "Analyse every image of the folder into the CSV"
+        elif self._remaining is None:
+            text, tip = "Resume screening", "Analyse the files of the folder that have no row in the CSV yet"
+        elif complete:
+            text, tip = "Screen again", ("Every file already has its row: analyse the whole folder again into a "
+                                         "new CSV (the earlier CSV is kept under a dated name)")
+        else:
+            text = f"Resume screening ({self._remaining} left)"
+            tip = "Analyse the files of the folder that have no row in the CSV yet"
+        self.start_button.setText(text)
+        self.start_button.setToolTip(tip)
+        self.open_results_button.setVisible(complete and not self._running)
 
     # ------------------------------------------------------------------------------------------- run
     def _on_start(self) -> None:
@@ -459,7 +532,36 @@ class ScreeningView(QWidget):
         if parameters is None:
             self.summary_label.setText("Choose a folder to screen first.")
             return
+        if self.table_model.rows and self._remaining == 0 and parameters.csv_path.is_file():
+            kept = self._keep_earlier_csv(parameters.csv_path)
+            if kept is None:
+                return
+            self._pending_rows = []
+            self.table_model.clear()
+            self._remaining = None
+            self.summary_label.setText(f"Screening again; the earlier results are kept in {kept.name}.")
         self.sig_start_requested.emit(parameters)
+
+    def _keep_earlier_csv(self, csv_path: Path) -> Path | None:
+        """Rename a finished run's CSV to ``<name>-<date-time>.csv`` so a new run starts afresh beside it."""
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        target = csv_path.with_name(f"{csv_path.stem}-{stamp}{csv_path.suffix}")
+        counter = 1
+        while target.exists():
+            counter += 1
+            target = csv_path.with_name(f"{csv_path.stem}-{stamp}-{counter}{csv_path.suffix}")
+        try:
+            csv_path.rename(target)
+        except OSError as error:
+            self.summary_label.setText(f"Cannot keep the earlier results ({error}); choose another CSV to screen "
+                                       "again.")
+            return None
+        return target
+
+    def _on_open_results(self) -> None:
+        parameters = self.parameters()
+        if parameters is not None and parameters.csv_path.is_file():
+            self.sig_open_results_requested.emit(str(parameters.csv_path))
 
     def set_running(self, running: bool) -> None:
         """Enable Cancel while running; Start and the choices otherwise.
@@ -476,7 +578,17 @@ class ScreeningView(QWidget):
                        self.reports_check, self.reports_edit, self.export_pdfs_button):
             widget.setEnabled(not running)
         if running:
+            self._count_generation += 1  # a count started before the run no longer applies
+            self.open_results_button.setVisible(False)
+            self._reset_progress()
             self.progress_label.setText("starting…")
+
+    def _reset_progress(self) -> None:
+        """No count from an earlier run: an empty bar and no "27 / 27"."""
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        self.progress.setFormat("")
+        self.progress_label.setText("")
 
     @property
     def running(self) -> bool:
@@ -502,7 +614,17 @@ class ScreeningView(QWidget):
             self._update_summary()
 
     def on_progress(self, event: ProgressEvent) -> None:
-        """Update the progress bar, count and time remaining."""
+        """Update the progress bar, count and time remaining.
+
+        The run first walks the folder (:func:`asdesk.io.discover.discover_all`, label "Looking for images
+        in …"): that phase shows a busy bar and the files looked at, so its count is never taken for rows.
+        """
+        if event.label.startswith(DISCOVERY_LABEL):
+            self.progress.setFormat("")
+            self.progress.setRange(0, 0)
+            self.progress_label.setText(f"looking for images… {event.done} file(s)")
+            return
+        self.progress.setFormat("%v / %m")
         if event.total:
             self.progress.setRange(0, int(event.total))
             self.progress.setValue(int(min(event.done, event.total)))
@@ -514,11 +636,24 @@ class ScreeningView(QWidget):
             self.progress_label.setText(f"{event.done} / {event.total if event.total else '?'} · "
                                         f"{format_duration(event.remaining_s)} left")
 
-    def on_finished(self, message: str) -> None:
-        """The run ended (done, cancelled or failed): show ``message``."""
+    def on_finished(self, message: str, complete: bool = False) -> None:
+        """The run ended: show ``message``.
+
+        Parameters
+        ----------
+        message : str
+            How it ended.
+        complete : bool
+            Every file of the folder has its row (the run was neither cancelled nor failed): offer "Screen
+            again" and "Open results"; otherwise the rows still to do are counted and "Resume" offered.
+        """
         self.flush_rows()
         self.set_running(False)
-        self.start_button.setText("Resume screening" if self.table_model.rows else "Start screening")
+        self._remaining = 0 if complete else None
+        parameters = self.parameters()
+        if not complete and self.table_model.rows and parameters is not None:
+            self._count_remaining(parameters)
+        self._update_start_button()
         self._update_summary(message)
 
     def _update_summary(self, message: str = "") -> None:

@@ -47,9 +47,10 @@ from PySide6.QtWidgets import (
 )
 
 from asdesk.core import ImageRecord
+from asdesk.core.formatting import format_window
 from asdesk.gui.annotation_layer import AnnotationLayer
 from asdesk.gui.measurements import MeasurementLayer
-from asdesk.viewing import ViewState, corner_text, edge_labels, format_window
+from asdesk.viewing import ViewState, corner_text, edge_labels
 
 pg.setConfigOptions(imageAxisOrder="row-major", antialias=True)
 
@@ -112,6 +113,25 @@ def window_presets(record: ImageRecord) -> dict[str, WindowLevel]:
         presets["Bone (CT)"] = WindowLevel(400.0, 1800.0)
         presets["Soft tissue (CT)"] = WindowLevel(40.0, 400.0)
     return presets
+
+
+def holds_integers(pixels: np.ndarray) -> bool:
+    """Whether an image's finite values are all whole numbers (e.g. MR signal, CT HU), whatever its dtype.
+
+    Parameters
+    ----------
+    pixels : numpy.ndarray
+        (H, W) or (H, W, C) values.
+
+    Returns
+    -------
+    bool
+    """
+    values = np.asarray(pixels)
+    if np.issubdtype(values.dtype, np.integer):
+        return True
+    finite = values[np.isfinite(values)]
+    return bool(finite.size) and bool(np.all(finite == np.round(finite)))
 
 
 def overlay_lookup_table(colour_map: str = OVERLAY_COLOUR_MAP) -> np.ndarray:
@@ -220,6 +240,7 @@ class ImageViewer(QWidget):
         self._mouse_scene_pos: QPointF | None = None
         self._inverted = False
         self._annotations_visible = True
+        self._integer_data = False
 
         self.graphics = pg.GraphicsLayoutWidget()
         self.graphics.setBackground("k")
@@ -290,6 +311,7 @@ class ImageViewer(QWidget):
         self.one_to_one_button.setToolTip("One image pixel per screen pixel (1)")
         self.one_to_one_button.clicked.connect(self.one_to_one)
         self.preset_box = QComboBox()
+        self.preset_box.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)  # "Auto (1–99 %)" whole
         self.preset_box.setToolTip("Window presets (right drag: horizontal = width, vertical = level)")
         self.preset_box.activated.connect(self._on_preset)
         self.window_label = QLabel("")
@@ -520,6 +542,8 @@ class ImageViewer(QWidget):
             self.sig_records_changed.emit()
             return
         self._presets = window_presets(self._records[0])
+        # Integer data (stored values through an integer rescale) gets an integer window readout.
+        self._integer_data = all(holds_integers(record.pixels) for record in self._records[:1])
         self.preset_box.blockSignals(True)
         self.preset_box.clear()
         self.preset_box.addItems(list(self._presets))
@@ -645,7 +669,7 @@ class ImageViewer(QWidget):
         if self._window is None or self.image_item.image is None:
             return
         self.image_item.setLevels(self._window.levels)
-        self.window_label.setText(format_window(self._window.centre, self._window.width))
+        self.window_label.setText(format_window(self._window.centre, self._window.width, self._integer_data))
         self._update_annotations()
 
     # ----------------------------------------------------------------------------------------- overlay

@@ -1,9 +1,13 @@
 """The model worker: the one thread that owns TensorFlow and the loaded models.
 
 The window never imports TensorFlow. :class:`ModelService` (GUI thread) starts a ``QThread`` and moves a
-:class:`ModelWorker` onto it; the worker's first job imports TensorFlow and discovers the model packs
-(:meth:`ModelWorker.load`). Requests sent meanwhile wait in the thread's event queue and run, in order,
-when loading is done.
+:class:`ModelWorker` onto it; the worker's first job chooses the device and discovers the model packs
+(:meth:`ModelWorker.load`, fast: no model is loaded). Requests sent meanwhile wait in the thread's event
+queue and run, in order, right after it; each loads the pack it needs on first use, so the pack of the file
+the reader opened is loaded first. When the window has nothing more to read it asks for the other packs
+(:meth:`ModelService.load_in_background`); they load one per queued step (the default model first), so a
+request sent meanwhile waits for at most one pack. Every load is announced
+(:attr:`ModelWorker.sig_model_load`) so the window can say "Loading model …".
 
 The worker calls the same :mod:`asdesk.tasks` functions as the command line (``analyze_records`` /
 ``analyze_series`` for the viewer, ``screen_folder`` for screening) with a :class:`SignalProgress` and a
@@ -20,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QObject, QThread, Signal, Slot
+from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
 
 from asdesk.core import AnalysisResult, CancelToken, ImageRecord, SeriesResult
 from asdesk.gui.jobs import JobFailure, ProgressEvent, SignalProgress, failure_from_exception, next_job_id
@@ -51,6 +55,32 @@ class ModelsStatus:
     device: str
     error: str = ""
     load_seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class ModelLoadEvent:
+    """A model pack starts or finished loading on the model worker.
+
+    Attributes
+    ----------
+    pack_id : str
+    version : str
+    background : bool
+        Loaded ahead of use (no request waits for it); False when a request needs it now.
+    finished : bool
+        False when loading starts, True when it ended (``error`` empty on success).
+    seconds : float
+        Time the load took (when finished).
+    error : str
+        Why it failed.
+    """
+
+    pack_id: str
+    version: str
+    background: bool
+    finished: bool = False
+    seconds: float = 0.0
+    error: str = ""
 
 
 @dataclass(frozen=True)
@@ -186,6 +216,9 @@ class ModelWorker(QObject):
     Signals
     -------
     sig_models_ready(ModelsStatus)
+        The packs are discovered (none loaded yet: each loads on first use, the others in the background).
+    sig_model_load(ModelLoadEvent)
+        A pack starts or finished loading.
     sig_started(int)
         A job started running (it may have waited in the queue).
     sig_progress(ProgressEvent)
@@ -198,12 +231,15 @@ class ModelWorker(QObject):
     """
 
     sig_models_ready = Signal(object)
+    sig_model_load = Signal(object)
     sig_started = Signal(int)
     sig_progress = Signal(object)
     sig_analysis_done = Signal(object)
     sig_screen_row = Signal(object)
     sig_screen_done = Signal(object)
     sig_failed = Signal(object)
+
+    _sig_warm_next = Signal()
 
     def __init__(self, model_directories: Sequence[Path] | None = None, preload: Sequence[str] = (),
                  max_preload: int = 2) -> None:
@@ -212,19 +248,34 @@ class ModelWorker(QObject):
         self._engines: Any = None
         self._preload = tuple(preload)
         self._max_preload = max_preload
+        self._warm_queue: list[Any] = []
+        self._background = False
+        self._loading: Any = None
+        self._packs: list[Any] = []
         self.device = ""
+        # Queued even though sender and receiver share the thread: each background step goes to the back of
+        # the event queue, behind the requests that arrived meanwhile.
+        self._sig_warm_next.connect(self._warm_next, Qt.ConnectionType.QueuedConnection)
 
     def _cache(self) -> Any:  # noqa: ANN401
         if self._engines is None:
             from asdesk.tasks.engines import EngineCache, default_engines
 
             self._engines = default_engines() if self._directories is None else EngineCache(self._directories)
+            self._engines.on_loading = self._on_pack_loading
         return self._engines
+
+    def _on_pack_loading(self, pack: Any) -> None:  # noqa: ANN401 - asdesk.inference.ModelPack
+        self._loading = pack
+        self.sig_model_load.emit(ModelLoadEvent(pack.card.id, str(pack.card.version), self._background))
 
     @Slot()
     def load(self) -> None:
-        """Import the model runtime (ONNX Runtime, or TensorFlow for packs without model.onnx), configure the
-        device and discover the model packs."""
+        """Choose the device and discover the model packs (no model is loaded here).
+
+        The packs load on first use (the one a queued request needs first); the others when asked
+        (:meth:`load_in_background`).
+        """
         start = time.perf_counter()
         try:
             from asdesk.tasks.engines import configure_device
@@ -233,45 +284,75 @@ class ModelWorker(QObject):
             cache = self._cache()
             cache.refresh()
             packs, errors = cache.packs()
-            errors = [str(e) for e in errors] + self._warm_up(packs)
-            status = ModelsStatus(tuple(packs), tuple(errors), self.device, load_seconds=time.perf_counter() - start)
+            status = ModelsStatus(tuple(packs), tuple(str(e) for e in errors), self.device,
+                                  load_seconds=time.perf_counter() - start)
+            LOGGER.info("models run on %s; %d model pack(s) found", self.device, len(packs))
         except Exception as error:  # noqa: BLE001 - reported to the window, never a crash
             LOGGER.exception("could not start the model runtime")
             status = ModelsStatus((), (), "", error=f"{type(error).__name__}: {error}",
                                   load_seconds=time.perf_counter() - start)
+        self._packs = list(status.packs)
         self.sig_models_ready.emit(status)
 
-    def _warm_up(self, packs: Sequence[Any]) -> list[str]:
-        """Load and trace the models likely to be used, while the window says "Loading models…".
+    @Slot()
+    def load_in_background(self) -> None:
+        """Load the packs of :meth:`background_order` that are not loaded yet, one per queued step."""
+        self._warm_queue = self.background_order(self._packs)
+        if self._warm_queue:
+            self._sig_warm_next.emit()
 
-        Building a ``tf.function`` graph holds the GIL for a few hundred ms (measured: up to ~330 ms with
-        the GUI thread starved meanwhile); doing it now, for batches of 1 and 2 (after which
-        ``reduce_retracing`` generalises the batch size), keeps it out of later analyses and screening runs.
-        Preloaded: the packs named in ``preload`` (the default model), else all packs when there are at most
-        ``max_preload`` of them.
+    def background_order(self, packs: Sequence[Any]) -> list[Any]:
+        """The packs to load ahead of use, in order: the default model (``preload``) first, then the rest.
+
+        All packs when there are at most ``max_preload`` of them; otherwise only the ``preload`` ones (a
+        large collection of user packs is not loaded into memory unasked).
+
+        Parameters
+        ----------
+        packs : sequence of asdesk.inference.ModelPack
 
         Returns
         -------
-        list of str
-            Packs that failed to load (reported like broken packs).
+        list of asdesk.inference.ModelPack
+        """
+        first = [pack for pack in packs if pack.card.id in self._preload]
+        rest = [pack for pack in packs if pack not in first] if len(packs) <= self._max_preload else []
+        return first + rest
+
+    @Slot()
+    def _warm_next(self) -> None:
+        """Load (and, on TensorFlow, trace) the next pack of the background queue, then queue the step after.
+
+        Building a ``tf.function`` graph holds the GIL for a few hundred ms; doing it now, for batches of 1
+        and 2 (after which ``reduce_retracing`` generalises the batch size), keeps it out of later analyses.
+        A pack that fails is logged; the request that needs it will report the error.
         """
         import numpy as np
 
-        wanted = [p for p in packs if p.card.id in self._preload] or (
-            list(packs) if len(packs) <= self._max_preload else [])
-        problems = []
-        for pack in wanted:
+        cache = self._cache()
+        while self._warm_queue:
+            pack = self._warm_queue.pop(0)
+            if cache.is_loaded(pack):
+                continue
+            start = time.perf_counter()
+            self._background = True
+            error_text = ""
             try:
-                engine = self._cache().engine_for_pack(pack)
-                engine.load()
+                engine = cache.engine_for_pack(pack)
                 for size in (1, 2):
                     batch = np.zeros((size, *pack.card.input_shape), dtype=np.float32)
                     engine.probabilities(batch)
                     engine.gradcam().raw(batch)
             except Exception as error:  # noqa: BLE001 - a broken pack must not stop the others
-                LOGGER.warning("could not preload model pack %s: %s", pack.card.id, error)
-                problems.append(f"model pack {pack.card.id!r} could not be loaded: {error}")
-        return problems
+                LOGGER.warning("could not load model pack %s in the background: %s", pack.card.id, error)
+                error_text = str(error)
+            finally:
+                self._background = False
+            self.sig_model_load.emit(ModelLoadEvent(pack.card.id, str(pack.card.version), True, True,
+                                                    time.perf_counter() - start, error_text))
+            break
+        if self._warm_queue:
+            self._sig_warm_next.emit()
 
     @Slot()
     def refresh_packs(self) -> None:
@@ -294,8 +375,7 @@ class ModelWorker(QObject):
                 self._analyze_path(request, progress, start)
                 return
             records = list(request.records)
-            engine = cache.select(records[0], request.model_id or None)
-            engine.load()
+            engine = self._engine_for(records[0], request.model_id)
             card = engine.card
             steps = tuple(dict(s) for s in (request.preprocessing or card.preprocessing))
             modified = request.preprocessing is not None and not _same_pipeline(card.preprocessing, steps)
@@ -317,6 +397,18 @@ class ModelWorker(QObject):
                                                         engine.device or self.device, steps, modified, elapsed))
         except BaseException as error:  # noqa: BLE001 - every failure goes back to the window
             self.sig_failed.emit(failure_from_exception(request.job_id, error))
+
+    def _engine_for(self, record: ImageRecord, model_id: str) -> Any:  # noqa: ANN401
+        """The engine that analyses ``record`` (loaded now if needed: "Loading model …", then "loaded")."""
+        cache = self._cache()
+        start = time.perf_counter()
+        self._loading = None
+        engine = cache.select(record, model_id or None)  # loads the pack on first use (_on_pack_loading)
+        if self._loading is not None:
+            self._loading = None
+            self.sig_model_load.emit(ModelLoadEvent(engine.card.id, str(engine.card.version), False, True,
+                                                    time.perf_counter() - start))
+        return engine
 
     def _analyze_path(self, request: AnalyzeRequest, progress: SignalProgress, start: float) -> None:
         """Read and analyse a path exactly as ``asdesk analyze`` does (``asdesk.tasks.analyze_path``)."""
@@ -395,18 +487,19 @@ class ModelService(QObject):
         Model folders to search instead of the bundled and user ones (tests).
     parent : QObject, optional
     preload : sequence of str
-        Pack ids to load and trace while "Loading models…" (the default model); see
-        :meth:`ModelWorker._warm_up`.
+        Pack ids loaded first in the background (the default model); see
+        :meth:`ModelWorker.background_order`.
 
     Signals
     -------
-    sig_models_ready(ModelsStatus), sig_started(int), sig_progress(ProgressEvent),
+    sig_models_ready(ModelsStatus), sig_model_load(ModelLoadEvent), sig_started(int), sig_progress(ProgressEvent),
     sig_analysis_done(AnalysisOutcome), sig_screen_row(ScreeningRow), sig_screen_done(ScreenOutcome),
     sig_failed(JobFailure)
         Forwarded from the worker, delivered on the GUI thread.
     """
 
     sig_models_ready = Signal(object)
+    sig_model_load = Signal(object)
     sig_started = Signal(int)
     sig_progress = Signal(object)
     sig_analysis_done = Signal(object)
@@ -415,6 +508,7 @@ class ModelService(QObject):
     sig_failed = Signal(object)
 
     _sig_load = Signal()
+    _sig_background = Signal()
     _sig_analyze = Signal(object)
     _sig_screen = Signal(object)
 
@@ -428,9 +522,11 @@ class ModelService(QObject):
         self.worker = ModelWorker(model_directories, preload=preload)
         self.worker.moveToThread(self._thread)
         self._sig_load.connect(self.worker.load)
+        self._sig_background.connect(self.worker.load_in_background)
         self._sig_analyze.connect(self.worker.analyze)
         self._sig_screen.connect(self.worker.screen)
         self.worker.sig_models_ready.connect(self._on_models_ready)
+        self.worker.sig_model_load.connect(self.sig_model_load)
         self.worker.sig_started.connect(self.sig_started)
         self.worker.sig_progress.connect(self.sig_progress)
         self.worker.sig_analysis_done.connect(self._on_analysis_done)
@@ -448,13 +544,22 @@ class ModelService(QObject):
         self._thread.start()
         self._sig_load.emit()
 
+    def load_in_background(self) -> None:
+        """Load the packs not loaded yet, after the requests already queued (default model first).
+
+        The window calls this once it has no file left to read, so the pack of the file opened at launch
+        is loaded first, by its own analysis.
+        """
+        self.start()
+        self._sig_background.emit()
+
     def refresh(self) -> None:
         """Discover the model packs again (queued behind running jobs)."""
         self._sig_load.emit()
 
     @property
     def ready(self) -> bool:
-        """Whether TensorFlow and the packs are loaded."""
+        """Whether the device is chosen and the packs are discovered (each pack loads on first use)."""
         return self.status is not None
 
     @property
@@ -562,6 +667,7 @@ class ModelService(QObject):
 __all__ = [
     "AnalysisOutcome",
     "AnalyzeRequest",
+    "ModelLoadEvent",
     "ModelService",
     "ModelWorker",
     "ModelsStatus",

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from asdesk.core import CardError
+from asdesk.core.logsetup import native_stderr_silenced
 from asdesk.inference.engine import InferenceEngine, _milliseconds
 from asdesk.inference.gradcam import HeatMapExplainer
 from asdesk.inference.pack import ModelPack
@@ -366,9 +367,14 @@ class OnnxEngine(InferenceEngine):
                 except (ValueError, OSError) as error:
                     raise CardError(f"model pack {self.card.id!r}: {head_path.name} cannot be used ({error}); "
                                     "the pack was altered or damaged: reinstall it or export it again") from error
+            providers = available_providers()
+            # A GPU build of onnxruntime on a machine without a usable GPU prints CUDA load errors from C++
+            # before falling back to the CPU: discarded (unless asdesk logs at DEBUG); the device the session
+            # uses is logged below.
+            quiet = providers[0] != "CPUExecutionProvider" and not LOGGER.isEnabledFor(logging.DEBUG)
             try:
-                session = ort.InferenceSession(str(path), session_options(self.threads),
-                                               providers=available_providers())
+                with native_stderr_silenced(quiet):
+                    session = ort.InferenceSession(str(path), session_options(self.threads), providers=providers)
             except Exception as error:  # onnxruntime raises its own exception types (Fail, InvalidGraph, ...)
                 raise CardError(f"{path}: ONNX Runtime {ort.__version__} cannot load it ({type(error).__name__}: "
                                 f"{error}); reinstall the pack or export it again with 'asdesk export'") from error

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from asdesk.core import CardError
+from asdesk.core.logsetup import native_stderr_silenced
 
 LOGGER = logging.getLogger(__name__)
 
@@ -38,9 +39,13 @@ def configure_device() -> str:
     with _DEVICE_LOCK:
         if _device is not None:
             return _device
-        import tensorflow as tf
+        # Importing TensorFlow and listing GPUs print oneDNN and CUDA probing lines from C++ straight to the
+        # terminal ("Could not find cuda drivers", "failed call to cuInit") on every machine without a GPU;
+        # they are discarded unless asdesk logs at DEBUG level. The device chosen is logged once, below.
+        with native_stderr_silenced(not logging.getLogger("asdesk").isEnabledFor(logging.DEBUG)):
+            import tensorflow as tf
 
-        gpus = tf.config.list_physical_devices("GPU")
+            gpus = tf.config.list_physical_devices("GPU")
         names = []
         for index, gpu in enumerate(gpus):
             try:

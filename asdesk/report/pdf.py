@@ -41,6 +41,7 @@ from PySide6.QtGui import (
 
 import asdesk
 from asdesk.core import AnalysisResult, AsdeskError, SeriesResult
+from asdesk.core.formatting import format_probability, join_present
 from asdesk.core.performance import chance_warning, held_out_evidence
 from asdesk.core.reader_decision import AiFindingRef, ReaderDecision, format_timestamp
 from asdesk.core.study_header import ABSENT, study_header
@@ -118,8 +119,8 @@ def _esc(value: object) -> str:
 
 
 def _percent(probability: float) -> str:
-    """0.6234 → ``"62.3 %"``."""
-    return f"{100.0 * float(probability):.1f} %"
+    """0.6234 → ``"62.3 %"``: :func:`asdesk.core.formatting.format_probability`, as in the window and CLI."""
+    return format_probability(probability)
 
 
 def _point_name(operating_point: str) -> str:
@@ -162,7 +163,7 @@ def _text(value: Any, limit: int = 400) -> str:
         else:
             text = "; ".join(f"{key.replace('_', ' ')}: {_text(item, limit)}" for key, item in value.items())
     elif isinstance(value, (list, tuple)):
-        text = ", ".join(_text(item, limit) for item in value)
+        text = join_present(_text(item, limit) for item in value)  # ["KNEE", ""]: "KNEE", not "KNEE, "
     elif isinstance(value, float):
         text = f"{value:.4g}"
     else:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -41,6 +41,12 @@ class EngineCache:
     max_engines : int
         How many engines stay loaded at once (>= 1).
 
+    Attributes
+    ----------
+    on_loading : callable or None
+        Called with the :class:`~asdesk.inference.ModelPack` just before a pack that is not loaded yet is
+        loaded (on the thread that asked for it), so a window can say "Loading model …".
+
     Notes
     -----
     All methods are thread-safe. An engine itself is *not* made thread-safe by the cache: one thread at a
@@ -58,6 +64,7 @@ class EngineCache:
         self._alternates: list[ModelPack] = []
         self._pack_errors: list[Any] = []
         self._routes: dict[tuple[str, str], ModelPack] = {}
+        self.on_loading: Callable[[ModelPack], None] | None = None
 
     # -- discovery -------------------------------------------------------------------------------
     def refresh(self) -> None:
@@ -136,10 +143,11 @@ class EngineCache:
                 return engine
             from asdesk.inference.onnx_engine import create_engine
 
+            if self.on_loading is not None:
+                self.on_loading(pack)
             LOGGER.info("loading model pack %s %s from %s", pack.card.id, pack.card.version, pack.path)
             engine = create_engine(pack)  # ONNX Runtime when the pack has model.onnx, else TensorFlow
-            engine.load()
-            LOGGER.info("model pack %s runs on %s", pack.card.id, engine.device)
+            engine.load()  # logs the pack, its hash and the device it runs on
             self._engines[key] = engine
             while len(self._engines) > self.max_engines:
                 dropped, _ = self._engines.popitem(last=False)
@@ -173,6 +181,11 @@ class EngineCache:
     def select(self, record: ImageRecord, pack_id: str | None = None) -> InferenceEngine:
         """``get(pack_id)`` when a pack is named, else ``for_record(record)``."""
         return self.get(pack_id) if pack_id else self.for_record(record)
+
+    def is_loaded(self, pack: ModelPack) -> bool:
+        """Whether ``pack``'s engine is loaded now (looking it up does not load it)."""
+        with self._lock:
+            return (pack.selection_id, str(pack.path), pack.card.sha256) in self._engines
 
     def loaded(self) -> list[str]:
         """Ids of the packs loaded now, least recently used first."""

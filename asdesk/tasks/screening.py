@@ -48,6 +48,7 @@ __all__ = [
     "ScreeningCancelledError",
     "ScreeningError",
     "ScreeningSummary",
+    "remaining_rows",
     "report_name",
     "screen_folder",
 ]
@@ -200,6 +201,36 @@ def _message(error: BaseException, path: Path | None = None) -> str:
         return str(error)
     text = str(error) if isinstance(error, AsdeskError) else describe(error)
     return f"{path}: {text}" if path is not None else text
+
+
+def remaining_rows(folder: str | Path, csv_path: str | Path, cancel: CancelToken | None = None) -> int:
+    """How many image rows a run of :func:`screen_folder` on ``folder`` into ``csv_path`` would still write.
+
+    The same walk and the same resume rule as :func:`screen_folder` (error rows count as done), without
+    analysing anything: the window uses it to offer "Resume screening" only when rows remain.
+
+    Parameters
+    ----------
+    folder : str or Path
+        The folder screened.
+    csv_path : str or Path
+        Its screening CSV (a missing file: every row remains).
+    cancel : CancelToken, optional
+        Checked between files.
+
+    Returns
+    -------
+    int
+        Files (frames of multi-frame files) under ``folder`` without a row in ``csv_path``.
+
+    Raises
+    ------
+    ReadError
+        ``folder`` does not exist.
+    """
+    found = discover_all(folder, cancel=cancel)
+    done = ScreeningCsv.completed(csv_path, include_errors=True)
+    return sum(1 for item in found.items if ScreeningCsv.key(item.path, item.frame) not in done)
 
 
 def screen_folder(
