@@ -44,6 +44,10 @@ class CaseRow:
         """Change the case's text."""
         self._browser._set_text(self._row, text)
 
+    def toolTip(self) -> str:  # noqa: N802 - QListWidgetItem's name
+        """The case's tooltip (its full name and source, then its result when analysed)."""
+        return self._browser._entries[self._row].tooltip
+
     def setToolTip(self, text: str) -> None:  # noqa: N802 - QListWidgetItem's name
         """Change the case's tooltip."""
         self._browser._entries[self._row].tooltip = text

@@ -344,6 +344,7 @@ class MainWindow(QMainWindow):
         self.case_list = CaseBrowser()
         # Long names are shortened in the middle (the start and the file's end stay readable).
         self.case_list.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+        self.case_list.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.slice_keys = SliceKeyRouter(self, lambda: self.viewer_pane.active_viewer()
                                          if self.tabs.currentWidget() is self.viewer_pane else None)
 
@@ -727,7 +728,8 @@ class MainWindow(QMainWindow):
         for error in case.read_errors:
             self.notifier.warning(f"Skipped in {case.name}: {error}")
         self.cases.append(case)
-        self.case_list.add_case(case.name, case.source, case.records[0].metadata if case.records else None)
+        self.case_list.add_case(case.name, f"{case.name}\n{case.source}",
+                                case.records[0].metadata if case.records else None)
         self.case_list.blockSignals(True)
         self.case_list.setCurrentRow(len(self.cases) - 1)
         self.case_list.blockSignals(False)
