@@ -131,3 +131,12 @@ def test_page_one_renders_the_image_and_map(tmp_path):
     lower = page[page.shape[0] // 2:]
     gray = (np.abs(lower[..., 0] - lower[..., 2]) < 4) & (lower[..., 0] > 40) & (lower[..., 0] < 215)
     assert gray.sum() > 3000                                            # and so is the radiograph
+
+
+def test_accepted_modalities_and_body_parts_have_no_stray_commas(tmp_path):
+    card = {**CARD, "modalities": ["", "CR", "DX"], "body_parts": ["KNEE", ""]}   # as the shipped knee card
+    path = write_pdf_report(tmp_path / "m.pdf", analysis(knee_record(), 0.7), card)
+    text = page_text(path, 1, page_count(path))
+    assert "Modalities CR, DX; files without the" in text          # (the table wraps "attribute")
+    assert "Body parts KNEE; files without the" in text
+    assert ", CR" not in text and "KNEE," not in text

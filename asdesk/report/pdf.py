@@ -148,6 +148,21 @@ def _number(value: object) -> str:
     return _esc(value)
 
 
+def _accepted_values(values: Any) -> str:  # noqa: ANN401 - a card's JSON list
+    """A card's accepted modalities or body parts: ``["", "CR", "DX"]`` → ``"CR, DX; files without the attribute"``.
+
+    An empty entry in a card's list accepts images that lack the attribute (e.g. PNG); it is said in words rather
+    than left as a stray comma.
+    """
+    if not isinstance(values, Sequence) or isinstance(values, str):
+        return _text(values) if values else ABSENT
+    named = [str(value).strip() for value in values if str(value).strip()]
+    text = ", ".join(named)
+    if any(not str(value).strip() for value in values):
+        text += ("; " if text else "") + "files without the attribute"
+    return text or ABSENT
+
+
 def _metric_label(name: str) -> str:
     key = str(name).strip()
     return _METRIC_NAMES.get(key.lower(), key.replace("_", " ").capitalize())
@@ -712,8 +727,8 @@ def _build_html(result: AnalysisResult | SeriesResult, card: Mapping[str, Any], 
     pairs = [("Model pack", _esc(model.pack_id)), ("Version", _esc(model.version)),
              ("Architecture", _esc(card.get("architecture", "–"))),
              ("Card date", _esc(card.get("date", "–"))),
-             ("Modalities", _esc(_text(card.get("modalities", "–")))),
-             ("Body parts", _esc(_text(card.get("body_parts", "–")))),
+             ("Modalities", _esc(_accepted_values(card.get("modalities")))),
+             ("Body parts", _esc(_accepted_values(card.get("body_parts")))),
              ("SHA-256 (short)", _esc(sha[:12])),
              ("Heat map", _esc(f"{model.map_name} (layer {card.get('gradcam_layer', '–')})")),
              ("Task", _esc(model.task or card.get("task", "–"))), ("SHA-256 (full)", _esc(sha))]
