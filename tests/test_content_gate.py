@@ -199,7 +199,8 @@ def test_shipped_cards_carry_gate_calibration_and_patient_hashes(pack_dir):
 
     card = load_pack(pack_dir).card
     gate = load_pack_gate(pack_dir, card.content_gate)
-    assert gate.feature_layer == "head_pool" and gate.n_features == 1280
+    # the knee classifier's GlobalAveragePooling (1280); the SIJ U-Net's pooled block_6_expand_relu (192)
+    assert gate.feature_layer == "head_pool" and gate.n_features == (192 if pack_dir == SIJ_PACK else 1280)
     assert card.content_gate["validation_acceptance"] >= card.content_gate["target_acceptance"] == 0.95
     slope, _ = card.calibration
     assert slope > 0 and (pack_dir / card.raw["calibration"]["plot"]).stat().st_size > 10000

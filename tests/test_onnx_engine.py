@@ -216,12 +216,30 @@ def test_shipped_knee_pack_same_decisions_on_both_engines() -> None:
 
 
 @requires_shared("data/sij-mri-spa")
-def test_shipped_sij_pack_same_decisions_on_both_engines(shared_data: Path) -> None:
-    from asdesk.io import nifti_slices
+def test_shipped_sij_pack_onnx_equals_its_keras_model(shared_data: Path) -> None:
+    """The SIJ pack is a U-Net (an oedema map, no CAM head): the ONNX engine's score and map equal the Keras
+    model's on real slices, and no decision changes at any operating point."""
+    import keras
 
+    from asdesk.inference.onnx_engine import OnnxEngine
+    from asdesk.io import nifti_slices
+    from asdesk.tasks.decision import judge
+    from asdesk.training.oedema_pack import keras_outputs
+
+    pack = _shipped("sij-mri-stir-inflammation")
     volume = sorted((shared_data / "sij-mri-spa").glob("stir/**/*_STIR.nii*"))[0]
     slices = nifti_slices(volume)
-    _compare_decisions(_shipped("sij-mri-stir-inflammation"), [slices[i] for i in (5, len(slices) // 2, -6)])
+    records = [slices[i] for i in (5, len(slices) // 2, -6)]
+    outputs = OnnxEngine(pack).infer(records, gradcam=True)
+    images = np.stack([output.model_input.image for output in outputs])
+    maps, _pooled, scores = keras_outputs(keras.models.load_model(pack.model_path, compile=False), images)
+    for output, score, grid in zip(outputs, scores, maps, strict=True):
+        assert abs(output.probability - float(score)) < 1e-5
+        for point in pack.card.operating_points:
+            onnx_call, keras_call = (judge(pack.card, p, point).positive for p in (output.probability, float(score)))
+            assert onnx_call == keras_call
+        # the map is shown as the model's probability (not normalised to 1), resampled onto the slice
+        assert float(output.heatmap.max()) == pytest.approx(float(grid.max()), abs=0.05)
 
 
 def test_asdesk_export_command_writes_the_onnx_block(tiny_onnx_pack: Any, tmp_path: Path, capsys) -> None:

