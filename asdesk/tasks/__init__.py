@@ -9,13 +9,23 @@ from asdesk.tasks.analysis import (
     analyze_batch,
     analyze_image,
     analyze_path,
+    analyze_path_each,
     analyze_records,
     analyze_series,
     read_path,
 )
 from asdesk.tasks.decision import calibrate, judge, redecide, study_decision, study_result
 from asdesk.tasks.engines import EngineCache, default_engines
-from asdesk.tasks.gates import NoPackAcceptsError, choose_pack, metadata_reasons, mr_plane, mr_sequence, pack_for
+from asdesk.tasks.gates import (
+    NoPackAcceptsError,
+    SeveralPacksAcceptError,
+    choose_pack,
+    metadata_reasons,
+    mr_plane,
+    mr_sequence,
+    pack_for,
+    packs_for_each,
+)
 from asdesk.tasks.screening import (
     ScreeningCancelledError,
     ScreeningError,
@@ -27,12 +37,14 @@ from asdesk.tasks.screening import (
 __all__ = [
     "EngineCache",
     "NoPackAcceptsError",
+    "SeveralPacksAcceptError",
     "ScreeningCancelledError",
     "ScreeningError",
     "ScreeningSummary",
     "analyze_batch",
     "analyze_image",
     "analyze_path",
+    "analyze_path_each",
     "analyze_records",
     "analyze_series",
     "calibrate",
@@ -43,6 +55,7 @@ __all__ = [
     "mr_plane",
     "mr_sequence",
     "pack_for",
+    "packs_for_each",
     "read_path",
     "redecide",
     "report_name",

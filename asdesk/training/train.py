@@ -200,10 +200,24 @@ def main_train(args: argparse.Namespace, progress: ProgressSink | None = None) -
     enhancement = args.preprocessing or ("clahe" if args.task == "sij-stir" else "none")
     spec = preprocessing_spec(args.task, enhancement, args.input_size, args.architecture)
     dataset = load_dataset(args, args.data, spec, sink)
-    pipeline = build_pipeline(spec)
-    shape = pipeline.input_shape
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    from asdesk.training.compare import comparison_architectures
+
+    architectures = comparison_architectures(args.compare)
+    comparison = None
+    if architectures:
+        from asdesk.training.compare import run_comparison, weights_by_architecture, write_comparison
+
+        comparison = run_comparison(args, dataset, architectures, sink)
+        paths = write_comparison(out, comparison)
+        print(f"comparison written to {paths[0]} and {paths[1]}; building the pack with {comparison['winner']}")
+        args.weights = weights_by_architecture(args.weights, architectures)[comparison["winner"]] or "none"
+        args.architecture = comparison["winner"]
+        config = _config(args)
+        spec = preprocessing_spec(args.task, enhancement, args.input_size, args.architecture)
+    pipeline = build_pipeline(spec)
+    shape = pipeline.input_shape
     split = args.split or ("lopo" if args.task == "sij-stir" else "holdout")
     protocol: dict[str, Any] = {"split": split, "seed": config.seed}
     if split in CROSS_VALIDATION:
@@ -274,7 +288,9 @@ def main_train(args: argparse.Namespace, progress: ProgressSink | None = None) -
         from asdesk.training.packfit import nested_study_level
 
         performance["study_level"] = nested_study_level(dataset.labels, oof, dataset.groups, args.study_top_k)
-    if args.compare:
+    if comparison is not None:
+        card["comparison"] = comparison
+    elif args.compare:
         card["comparison"] = [json.loads(Path(path).read_text(encoding="utf-8")) for path in args.compare]
     from asdesk.inference.pack import write_pack
 
@@ -441,6 +457,14 @@ def build_card(args: argparse.Namespace, spec: list[dict[str, Any]], shape: tupl
                 "rotation ±10°, shift ±10%, zoom ±10%, brightness/contrast ±10%"
                 + (", horizontal flip" if args.horizontal_flip else ", no flip"),
             "enhancement": enhancement,
+            "class_weight": ("balanced: each class's loss weighted by N / (2 N_class) of the training images"
+                             if getattr(args, "class_weight", "none") == "balanced" else "none"),
+            **({"spatial_transformer": {
+                "reference": "Jaderberg et al., Spatial Transformer Networks, NeurIPS 2015",
+                "layers": "stn_* (localisation network), stn_theta (affine, initialised to the identity), "
+                          "stn_output (bilinear sampler: the warped model input)",
+                "training": f"after the head, backbone frozen, up to {args.stn_epochs} epochs"}}
+               if getattr(args, "stn", False) else {}),
         },
         "training_data": {
             "name": args.dataset_name or str(args.data),
