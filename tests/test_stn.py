@@ -142,3 +142,70 @@ def test_pretrained_weights_load_behind_the_stn():
         return np.asarray(keras.Model(model.inputs[0], model.get_layer("head_pool").output)(images))
 
     np.testing.assert_allclose(pooled(with_stn), pooled(plain), atol=1e-4)
+
+
+def test_a_pack_with_stn_exports_with_parity_and_both_engines_show_the_warped_input(tmp_path):
+    """``asdesk export`` of a pack whose Spatial Transformer really warps (theta not the identity): parity holds,
+    ONNX gives the same transform, and both engines return the warped model input with the CAM mapped back."""
+    pytest.importorskip("tf2onnx")
+    pytest.importorskip("onnxruntime")
+    from test_onnx_engine import SIZE, _records, _write_images
+
+    from asdesk.inference import InferenceEngine, load_pack, write_pack
+    from asdesk.inference.onnx_engine import OnnxEngine
+    from asdesk.preprocess import build_pipeline
+    from asdesk.training.export import export_pack
+    from asdesk.training.model import build_classifier
+    from tests.conftest import tiny_card
+
+    images = _write_images(tmp_path / "images")
+    keras.utils.set_random_seed(0)
+    model = build_classifier("MobileNetV2", (SIZE, SIZE, 3), weights=None, seed=0, stn=True)
+    norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    for layer in norms:
+        layer.momentum = 0.0
+    model(np.random.default_rng(0).uniform(-1, 1, (16, SIZE, SIZE, 3)).astype("float32"), training=True)
+    theta_layer = model.get_layer("stn_theta")
+    theta_layer.set_weights([np.zeros_like(theta_layer.get_weights()[0]),
+                             np.array([0.8, 0.1, 0.15, -0.1, 0.8, -0.1], "float32")])
+    steps = [{"name": "window", "mode": "display"}, {"name": "resize", "height": SIZE, "width": SIZE, "mode": "pad"},
+             {"name": "normalise", "backbone": "mobilenet_v2"}]
+    tensors = np.stack([build_pipeline(steps)(r).tensor for r in _records(images)])
+    pooled = np.asarray(keras.Model(model.inputs[0], model.get_layer("head_pool").output)(tensors))
+    kernel = np.random.default_rng(1).normal(size=(pooled.shape[1], 1)).astype("float32")
+    kernel /= max(float(np.std(pooled @ kernel)), 1e-6)
+    model.get_layer("head_output").set_weights([kernel, np.array([-float(np.mean(pooled @ kernel))], "float32")])
+    card = tiny_card("tiny-stn", study_rule=False)
+    card.update({"input": {"height": SIZE, "width": SIZE, "channels": 3}, "preprocessing": steps})
+    pack = write_pack(tmp_path / "pack", model, card)
+    block = export_pack(pack.path, data=images)
+    assert "theta" in block["outputs"] and sum(block["parity"]["decisions_changed"].values()) == 0
+    pack = load_pack(pack.path)
+    records = _records(images)
+    tf_out = InferenceEngine(pack).load().infer(records, gradcam=True)
+    onnx_engine = OnnxEngine(pack).load()
+    onnx_out = onnx_engine.infer(records, gradcam=True)
+    batch = np.stack([o.model_input.tensor for o in tf_out])
+    np.testing.assert_allclose(onnx_engine.stn_thetas(batch), np.tile([0.8, 0.1, 0.15, -0.1, 0.8, -0.1], (4, 1)),
+                               atol=1e-5)
+    plain = [build_pipeline(steps)(r).image for r in records]
+    for a, b, original in zip(tf_out, onnx_out, plain, strict=True):
+        assert abs(a.probability - b.probability) < 1e-4  # 1.6e-5 measured through a full MobileNetV2
+        np.testing.assert_allclose(a.model_input.image, b.model_input.image, atol=1e-5)
+        np.testing.assert_allclose(a.model_input.image,
+                                   np.clip(warp_numpy(original, [0.8, 0.1, 0.15, -0.1, 0.8, -0.1]), 0, 1), atol=1e-5)
+        assert not np.allclose(a.model_input.image, original, atol=1e-2)  # the view shows the warp
+        assert a.heatmap.shape == records[0].pixels.shape[:2] or a.heatmap.ndim == 2
+        assert np.max(np.abs(a.heatmap - b.heatmap)) < 1e-3
+
+
+def test_inverse_theta_undoes_the_warp():
+    from asdesk.inference.stn_warp import inverse_theta
+
+    theta = np.array([0.8, 0.1, 0.15, -0.1, 0.8, -0.1], "float32")
+    image = np.zeros((41, 41), "float32")
+    image[15:26, 15:26] = 1.0  # a square well inside: both warps keep it in view
+    back = warp_numpy(warp_numpy(image, theta), inverse_theta(theta))
+    assert np.abs(back - image)[10:31, 10:31].mean() < 0.05
+    with pytest.raises(ValueError, match="singular"):
+        inverse_theta([1, 1, 0, 1, 1, 0])

@@ -48,6 +48,8 @@ FEATURES_OUTPUT = "features"
 POOLED_OUTPUT = "pooled"
 PROBABILITY_OUTPUT = "probability"
 OUTPUTS = (FEATURES_OUTPUT, POOLED_OUTPUT, PROBABILITY_OUTPUT)
+#: The optional fourth output of a pack with a Spatial Transformer: its affine transform (N, 6).
+THETA_OUTPUT = "theta"
 INPUT_NAME = "image"
 #: GPU providers tried before the CPU, in order, when this onnxruntime build has them.
 GPU_PROVIDERS = ("CUDAExecutionProvider", "DmlExecutionProvider")
@@ -354,7 +356,8 @@ class OnnxEngine(InferenceEngine):
             shape = tuple(inputs[0].shape[1:])
             if shape != tuple(self.card.input_shape):
                 problems.append(f"input {shape} but the card says {tuple(self.card.input_shape)}")
-        if set(outputs) != set(OUTPUTS):
+        self._has_theta = THETA_OUTPUT in outputs
+        if set(outputs) - {THETA_OUTPUT} != set(OUTPUTS):
             problems.append(f"outputs {sorted(outputs)} instead of {sorted(OUTPUTS)}")
         else:
             channels = outputs[FEATURES_OUTPUT].shape[-1]
@@ -380,6 +383,14 @@ class OnnxEngine(InferenceEngine):
             list(OUTPUTS), {self._input_name: np.ascontiguousarray(batch, np.float32)})
         return (np.asarray(features, dtype=np.float32), np.asarray(pooled, dtype=np.float32),
                 np.asarray(probabilities, dtype=np.float32).reshape(-1))
+
+    def stn_thetas(self, batch: np.ndarray) -> np.ndarray | None:
+        """The Spatial Transformer's transforms (N, 6) from the graph's ``theta`` output; ``None`` without one."""
+        self.load()
+        if not getattr(self, "_has_theta", False):
+            return None
+        (theta,) = self._session.run([THETA_OUTPUT], {self._input_name: np.ascontiguousarray(batch, np.float32)})
+        return np.asarray(theta, dtype=np.float32).reshape(-1, 6)
 
     def gradcam(self) -> HeatMapExplainer:
         """The pack's :class:`CamExplainer` (the :class:`~asdesk.inference.gradcam.GradCam` interface)."""

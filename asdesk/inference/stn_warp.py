@@ -65,3 +65,30 @@ def warp_numpy(image: np.ndarray, theta: np.ndarray) -> np.ndarray:
         out += array[yi, xi] * (weight * inside)[:, None]
     out = out.reshape(height, width, channels)
     return out[:, :, 0] if squeeze else out
+
+
+def inverse_theta(theta: np.ndarray) -> np.ndarray:
+    """The inverse of an affine transform in :class:`AffineSampler`'s convention.
+
+    Parameters
+    ----------
+    theta : numpy.ndarray
+        (6,) or (2, 3).
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 (6,): warping by ``theta`` and then by the result returns the original (where both stay
+        inside the image).
+
+    Raises
+    ------
+    ValueError
+        The transform is singular (its 2 x 2 part has determinant 0).
+    """
+    matrix = np.asarray(theta, dtype=np.float64).reshape(2, 3)
+    linear, shift = matrix[:, :2], matrix[:, 2]
+    if abs(np.linalg.det(linear)) < 1e-8:
+        raise ValueError(f"the Spatial Transformer's transform {matrix.tolist()} is singular: it cannot be inverted")
+    inverse = np.linalg.inv(linear)
+    return np.concatenate([inverse, (-inverse @ shift)[:, None]], axis=1).astype(np.float32).ravel()
