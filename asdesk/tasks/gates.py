@@ -271,7 +271,7 @@ def choose_pack(metadata: ImageMetadata, packs: Sequence[ModelPack]) -> ModelPac
         ids = [p.card.id for p in candidates]
         raise SeveralPacksAcceptError(
             f"several model packs were made for {metadata.source.name}, each for a different finding: "
-            + "; ".join(f"{p.card.id} ({p.card.name})" for p in candidates)
+            + "; ".join(f"{p.card.id} ({p.card.task})" for p in candidates)
             + ". Choose one with --model (the window: the model box); asdesk analyze without --model shows "
             "each pack's finding", ids)
     if len(accepted) > 1:

@@ -72,7 +72,7 @@ CROSS_VALIDATION = ("lopo", "group-kfold", "repeated-kfold")
 
 
 def cv_name(split: str, folds: int = 5, repeats: int = 1) -> str:
-    """Words for a cross-validation protocol, e.g. ``"5 x 5-fold grouped (by patient), stratified"``."""
+    """Words for a cross-validation protocol, e.g. ``"leave-one-patient-out"`` or ``"grouped 5-fold"``."""
     if split == "lopo":
         return "leave-one-patient-out"
     if split == "repeated-kfold":
