@@ -590,7 +590,7 @@ def _write_dicom(folder: Path, result: AnalysisResult | SeriesResult, card: Mapp
 # commands
 def command_analyze(args: argparse.Namespace) -> int:
     """``asdesk analyze``: see ``asdesk analyze --help``."""
-    from asdesk.tasks import NoPackAcceptsError, analyze_path
+    from asdesk.tasks import NoPackAcceptsError, analyze_path_each
 
     out = sys.stdout
     engines = _engines()
@@ -616,7 +616,7 @@ def command_analyze(args: argparse.Namespace) -> int:
     refusals = 0
     for index, path in enumerate(paths, start=1):
         try:
-            result = analyze_path(
+            results = analyze_path_each(
                 path,
                 model_id=model_id,
                 operating_point=args.operating_point,
@@ -640,45 +640,60 @@ def command_analyze(args: argparse.Namespace) -> int:
             failures += 1
             print(f"asdesk: error: {_one_line(error)}", file=sys.stderr)
             continue
-        first = result.slices[0] if isinstance(result, SeriesResult) else result
-        # the explicit id when given: for ``user:<id>`` the card's id is the bundled pack's, a different engine
-        engine = engines.get(model_id or first.model.pack_id)
-        device = str(getattr(engine, "device", ""))
-        LOGGER.info("analysed %s with %s %s on %s", path.name, engine.card.id, engine.card.version, device)
-        report = dicom = decision = None
-        if args.report is not None or args.dicom_out is not None:
-            from asdesk.tasks.dicom_export import reader_decision_for
+        if len(results) > 1 and not args.json:
+            print(f"{path}: {len(results)} model packs were made for this image, each for a different finding "
+                  f"({', '.join(_result_pack_id(r) for r in results)}); each finding follows (choose one with "
+                  "--model)", file=out)
+        for result in results:
+            first = result.slices[0] if isinstance(result, SeriesResult) else result
+            # the explicit id when given: for ``user:<id>`` the card's id is the bundled pack's, another engine
+            engine = engines.get(model_id or first.model.pack_id)
+            device = str(getattr(engine, "device", ""))
+            LOGGER.info("analysed %s with %s %s on %s", path.name, engine.card.id, engine.card.version, device)
+            report = dicom = decision = None
+            if args.report is not None or args.dicom_out is not None:
+                from asdesk.tasks.dicom_export import reader_decision_for
 
-            decision = reader_decision_for(result)  # the reader's conclusion saved in the window, if any
-        if args.report is not None:
-            from asdesk.report import write_pdf_report
+                decision = reader_decision_for(result)  # the reader's conclusion saved in the window, if any
+            if args.report is not None:
+                from asdesk.report import write_pdf_report
 
-            report = write_pdf_report(
-                _report_path(args.report, index, path, several),
-                result,
-                engine.card.raw,
-                operating_point_note=_operating_point_note(result, args.operating_point),
-                reader_decision=decision,
-            )
-        if args.dicom_out is not None:
-            dicom = _write_dicom(args.dicom_out, result, engine.card.raw, decision, index if several else None)
-        if args.json:
-            print(json.dumps(result_to_json(path, result, engine.card, device, report, dicom, decision)), file=out)
-        else:
-            _print_result(path, result, engine.card, device, report, out)
-            if decision is not None and decision.decided:
-                print(f"  reader: {decision.summary()} ({decision.signed()})", file=out)
-            if dicom is not None:
-                print(f"  DICOM: {len(dicom.secondary_captures)} secondary capture(s) and a structured report in "
-                      f"{args.dicom_out}" + (" (new study: the input is not DICOM)" if dicom.new_study else ""),
+                target = _report_path(args.report, index, path, several)
+                if len(results) > 1:  # one report per finding: <name>-<pack id>.pdf
+                    target = target.with_name(f"{target.stem}-{engine.card.id}{target.suffix or '.pdf'}")
+                report = write_pdf_report(
+                    target,
+                    result,
+                    engine.card.raw,
+                    operating_point_note=_operating_point_note(result, args.operating_point),
+                    reader_decision=decision,
+                )
+            if args.dicom_out is not None:
+                dicom = _write_dicom(args.dicom_out, result, engine.card.raw, decision,
+                                     index if several or len(results) > 1 else None)
+            if args.json:
+                print(json.dumps(result_to_json(path, result, engine.card, device, report, dicom, decision)),
                       file=out)
-        refusals += int(_any_refused(result))
-        out.flush()
+            else:
+                _print_result(path, result, engine.card, device, report, out)
+                if decision is not None and decision.decided:
+                    print(f"  reader: {decision.summary()} ({decision.signed()})", file=out)
+                if dicom is not None:
+                    print(f"  DICOM: {len(dicom.secondary_captures)} secondary capture(s) and a structured report "
+                          f"in {args.dicom_out}" + (" (new study: the input is not DICOM)" if dicom.new_study else ""),
+                          file=out)
+            refusals += int(_any_refused(result))
+            out.flush()
     if not args.json:
         print(asdesk.INTENDED_USE, file=out)
     if failures:
         return EXIT_ERROR
     return EXIT_REFUSED if refusals else EXIT_OK
+
+
+def _result_pack_id(result: Any) -> str:  # noqa: ANN401 - an AnalysisResult or SeriesResult
+    first = result.slices[0] if isinstance(result, SeriesResult) else result
+    return str(first.model.pack_id)
 
 
 def command_screen(args: argparse.Namespace) -> int:

@@ -28,7 +28,8 @@ NOT_BUNDLED = ("training/", "io/nifti.py")
 # import TensorFlow/Keras inside functions only; create_engine refuses a pack without model.onnx when TensorFlow is
 # missing, with a message (tests/test_lean_runtime.py checks that the analysis path never imports them).
 TENSORFLOW_ENGINE = ("inference/engine.py", "inference/gradcam.py", "inference/runtime.py",
-                     "inference/content_gate.py", "inference/pack.py")
+                     "inference/content_gate.py", "inference/pack.py",
+                     "inference/stn_layers.py")  # the Spatial Transformer layer: loaded only with model.keras
 TRAINING_STACK = ("tensorflow", "keras")
 
 

@@ -633,10 +633,16 @@ class MainWindow(QMainWindow):
         if not self.service.ready or not case.records:
             return
         from asdesk.core import ModelNotFoundError
-        from asdesk.tasks import pack_for
+        from asdesk.tasks import SeveralPacksAcceptError, pack_for
 
         try:
             pack = pack_for(case.records[0].metadata, self.service.packs, self.settings.default_model or None)
+        except SeveralPacksAcceptError as error:  # e.g. knee OA and knee bone density: the user chooses
+            self.card = None
+            self.results_panel.clear("Several models were made for this image: choose one in the model box ("
+                                     + ", ".join(error.pack_ids) + ")")
+            self.notifier.warning(str(error))
+            return
         except ModelNotFoundError as error:
             self.card = None
             self.results_panel.clear("No model was made for this image")

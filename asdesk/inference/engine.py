@@ -331,6 +331,37 @@ class InferenceEngine:
             return None
         return np.asarray(gate.distance(np.asarray(features, dtype=np.float32)), dtype=np.float64)
 
+    def stn_thetas(self, batch: np.ndarray) -> np.ndarray | None:
+        """The affine transforms the pack's Spatial Transformer applies to a batch, or ``None`` without one.
+
+        Parameters
+        ----------
+        batch : numpy.ndarray
+            float32 (N, h, w, 3), the normalised model input.
+
+        Returns
+        -------
+        numpy.ndarray or None
+            float32 (N, 6): ``[[a11, a12, tx], [a21, a22, ty]]`` row-major, output-to-input in normalised
+            coordinates (:class:`asdesk.inference.stn_layers.AffineSampler`, Jaderberg et al. 2015); ``None``
+            when the model has no layer ``stn_theta``.
+        """
+        function = getattr(self, "_theta_function", None)
+        if function is None:
+            model = self.model
+            if not any(layer.name == "stn_theta" for layer in model.layers):
+                function = False
+            else:
+                import keras
+                import tensorflow as tf
+
+                theta_model = keras.Model(model.inputs[0], model.get_layer("stn_theta").output)
+                function = tf.function(lambda x: theta_model(x, training=False), reduce_retracing=True)
+            self._theta_function = function
+        if function is False:
+            return None
+        return np.asarray(function(batch), dtype=np.float32).reshape(-1, 6)
+
     def infer(self, records: Sequence[ImageRecord], gradcam: bool = True,
               cancel: CancelToken | None = None) -> list[ModelOutput]:
         """Preprocess images, run the model, measure the content-gate distance and (optionally) Grad-CAM.
@@ -380,6 +411,7 @@ class InferenceEngine:
         distances: list[float | None] = [None] * count
         classify_ms = np.zeros(count, dtype=np.float64)
         cams: list[np.ndarray | None] = [None] * count
+        thetas: list[np.ndarray | None] = [None] * count
         explainer = self.gradcam() if gradcam else None
         for first in range(0, count, self.batch_size):
             if cancel is not None:
@@ -401,6 +433,9 @@ class InferenceEngine:
                 values = self._forward(batch)
                 batch_distances = None
             probabilities[chunk] = values
+            batch_thetas = self.stn_thetas(batch)
+            if batch_thetas is not None:
+                thetas[chunk] = list(batch_thetas)
             if batch_distances is not None:
                 distances[chunk] = [float(d) for d in batch_distances]
             classify_ms[chunk] = _milliseconds(start) / batch.shape[0]
@@ -408,6 +443,8 @@ class InferenceEngine:
         for index, (record, model_input) in enumerate(zip(records, inputs, strict=True)):
             start = time.perf_counter()
             raw_map = cams[index]
+            if thetas[index] is not None:  # Spatial Transformer: show what it made of the input, map back the CAM
+                raw_map, model_input = warped_view(raw_map, model_input, thetas[index])
             heatmap = (map_on_image(raw_map, model_input.geometry, normalise=self.card.explanation == "grad_cam")
                        if raw_map is not None else None)
             gradcam_ms = _milliseconds(start) if raw_map is not None else 0.0
@@ -423,3 +460,42 @@ class InferenceEngine:
                             "gradcam": gradcam_ms}))
         LOGGER.debug("pack %s ran on %d image(s), Grad-CAM %s", self.card.id, count, bool(gradcam))
         return outputs
+
+
+def warped_view(raw_map: np.ndarray | None, model_input: Any, theta: np.ndarray  # noqa: ANN401
+                ) -> tuple[np.ndarray | None, Any]:
+    """The model-input image as the Spatial Transformer warped it, and the CAM carried back to the unwarped input.
+
+    Grad-CAM's map lives on the backbone's input, i.e. the warped image; the overlay is drawn on the original
+    image, so the map (upsampled to the model-input grid) is resampled by the inverse affine transform. The
+    returned model input's ``image`` is the warped [0, 1] image (zeros where the transform samples outside
+    the input; inside the model those pixels are zeros of the *normalised* input), which the viewer's
+    model-input view and the report show; its ``tensor`` and ``geometry`` are unchanged.
+
+    Parameters
+    ----------
+    raw_map : numpy.ndarray or None
+        float (h', w') >= 0, the Grad-CAM layer's map of the warped input.
+    model_input : asdesk.preprocess.ModelInput
+    theta : numpy.ndarray
+        (6,) the transform (:meth:`InferenceEngine.stn_thetas`).
+
+    Returns
+    -------
+    raw_map : numpy.ndarray or None
+        float32 (h, w) on the unwarped model-input grid.
+    model_input : asdesk.preprocess.ModelInput
+        With the warped image.
+    """
+    import dataclasses
+
+    from asdesk.inference.gradcam import upsample_and_normalise
+    from asdesk.inference.stn_warp import inverse_theta, warp_numpy
+
+    image = np.clip(warp_numpy(model_input.image, theta), 0.0, 1.0).astype(np.float32)
+    warped_input = dataclasses.replace(model_input, image=image)
+    if raw_map is None:
+        return None, warped_input
+    height, width = model_input.image.shape[:2]
+    grid = upsample_and_normalise(np.asarray(raw_map, dtype=np.float32)[None], (height, width))[0]
+    return np.clip(warp_numpy(grid, inverse_theta(theta)), 0.0, None).astype(np.float32), warped_input

@@ -51,8 +51,10 @@ PROBABILITY_OUTPUT = "probability"
 OUTPUTS = (FEATURES_OUTPUT, POOLED_OUTPUT, PROBABILITY_OUTPUT)
 MAP_OUTPUT = "oedema_map"
 #: Outputs of a segmentation pack (card ``explanation.kind == "oedema_map"``): the per-pixel probability map
-#: (N, h, w, 1), the pooled bottleneck features (N, C) and the slice score (N, 1) derived from the map.
+#: (N, h, w, 1), the pooled gate features (N, C) and the slice score (N, 1) derived from the map.
 MAP_OUTPUTS = (MAP_OUTPUT, POOLED_OUTPUT, PROBABILITY_OUTPUT)
+#: The optional fourth output of a pack with a Spatial Transformer: its affine transform (N, 6).
+THETA_OUTPUT = "theta"
 INPUT_NAME = "image"
 #: GPU providers tried before the CPU, in order, when this onnxruntime build has them.
 GPU_PROVIDERS = ("CUDAExecutionProvider", "DmlExecutionProvider")
@@ -400,8 +402,9 @@ class OnnxEngine(InferenceEngine):
             shape = tuple(inputs[0].shape[1:])
             if shape != tuple(self.card.input_shape):
                 problems.append(f"input {shape} but the card says {tuple(self.card.input_shape)}")
+        self._has_theta = THETA_OUTPUT in outputs
         expected = MAP_OUTPUTS if self.segmentation else OUTPUTS
-        if set(outputs) != set(expected):
+        if set(outputs) - {THETA_OUTPUT} != set(expected):
             problems.append(f"outputs {sorted(outputs)} instead of {sorted(expected)}")
         elif not self.segmentation:
             channels = outputs[FEATURES_OUTPUT].shape[-1]
@@ -430,6 +433,14 @@ class OnnxEngine(InferenceEngine):
             features = np.asarray(features, dtype=np.float32)[..., 0]
         return (np.asarray(features, dtype=np.float32), np.asarray(pooled, dtype=np.float32),
                 np.asarray(probabilities, dtype=np.float32).reshape(-1))
+
+    def stn_thetas(self, batch: np.ndarray) -> np.ndarray | None:
+        """The Spatial Transformer's transforms (N, 6) from the graph's ``theta`` output; ``None`` without one."""
+        self.load()
+        if not getattr(self, "_has_theta", False):
+            return None
+        (theta,) = self._session.run([THETA_OUTPUT], {self._input_name: np.ascontiguousarray(batch, np.float32)})
+        return np.asarray(theta, dtype=np.float32).reshape(-1, 6)
 
     def gradcam(self) -> HeatMapExplainer:
         """The pack's :class:`CamExplainer` (the :class:`~asdesk.inference.gradcam.GradCam` interface)."""

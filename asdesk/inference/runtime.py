@@ -91,6 +91,8 @@ def load_model(path: str | Path) -> Any:  # noqa: ANN401
                         "card.json: reinstall the pack")
     import keras
 
+    import asdesk.inference.stn_layers  # noqa: F401 - registers the Spatial Transformer's sampler layer
+
     try:
         return keras.saving.load_model(path, compile=False)
     except Exception as error:  # Keras raises many types (ValueError, OSError, zipfile errors, TypeError)

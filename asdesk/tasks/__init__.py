@@ -9,6 +9,7 @@ from asdesk.tasks.analysis import (
     analyze_batch,
     analyze_image,
     analyze_path,
+    analyze_path_each,
     analyze_records,
     analyze_series,
     read_path,
@@ -16,7 +17,16 @@ from asdesk.tasks.analysis import (
 from asdesk.tasks.decision import calibrate, judge, redecide, study_decision, study_result
 from asdesk.tasks.dicom_export import export_dicom, reader_decision_for
 from asdesk.tasks.engines import EngineCache, default_engines
-from asdesk.tasks.gates import NoPackAcceptsError, choose_pack, metadata_reasons, mr_plane, mr_sequence, pack_for
+from asdesk.tasks.gates import (
+    NoPackAcceptsError,
+    SeveralPacksAcceptError,
+    choose_pack,
+    metadata_reasons,
+    mr_plane,
+    mr_sequence,
+    pack_for,
+    packs_for_each,
+)
 from asdesk.tasks.screening import (
     ScreeningCancelledError,
     ScreeningError,
@@ -28,12 +38,14 @@ from asdesk.tasks.screening import (
 __all__ = [
     "EngineCache",
     "NoPackAcceptsError",
+    "SeveralPacksAcceptError",
     "ScreeningCancelledError",
     "ScreeningError",
     "ScreeningSummary",
     "analyze_batch",
     "analyze_image",
     "analyze_path",
+    "analyze_path_each",
     "analyze_records",
     "analyze_series",
     "calibrate",
@@ -45,6 +57,7 @@ __all__ = [
     "mr_plane",
     "mr_sequence",
     "pack_for",
+    "packs_for_each",
     "read_path",
     "reader_decision_for",
     "redecide",

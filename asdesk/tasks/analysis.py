@@ -461,6 +461,64 @@ def analyze_path(
     _check(cancel)
     cache = engines or default_engines()
     engine = cache.select(records[0], model_id)
+    return _analyze_read(path, records, errors, is_series, read_ms, engine, operating_point, gradcam, progress,
+                         cancel, force)
+
+
+def analyze_path_each(
+    path: str | Path,
+    model_id: str | None = None,
+    operating_point: str | None = None,
+    gradcam: bool = True,
+    progress: ProgressSink | None = None,
+    cancel: CancelToken | None = None,
+    engines: EngineCache | None = None,
+    force: bool = False,
+) -> list[AnalysisResult | SeriesResult]:
+    """:func:`analyze_path` with every pack made for the image when none is named: the work of ``asdesk analyze``.
+
+    When several bundled packs accept the image (e.g. ``knee-xray-oa`` and ``knee-xray-osteoporosis`` both take
+    knee radiographs, for different findings), each analyses it and each result is returned, so that neither
+    finding silently replaces the other. The path is read once.
+
+    Parameters
+    ----------
+    path, model_id, operating_point, gradcam, progress, cancel, engines, force
+        As :func:`analyze_path`.
+
+    Returns
+    -------
+    list of AnalysisResult or SeriesResult
+        One per pack, in pack-id order; exactly one when ``model_id`` is given or one pack accepts the image.
+
+    Raises
+    ------
+    ReadError, ModelNotFoundError, NoPackAcceptsError, CardError, CancelledError
+        As :func:`analyze_path`.
+    """
+    from asdesk.tasks.gates import packs_for_each
+
+    started = time.perf_counter()
+    records, errors, is_series = read_path(path, progress=progress, cancel=cancel)
+    read_ms = (time.perf_counter() - started) * 1000.0 / max(1, len(records))
+    for error in errors:
+        LOGGER.warning("not analysed: %s", error)
+    _check(cancel)
+    cache = engines or default_engines()
+    if model_id:
+        chosen = [cache.select(records[0], model_id)]
+    else:
+        packs, _errors = cache.packs()
+        chosen = [cache.engine_for_pack(pack) for pack in packs_for_each(records[0].metadata, packs)]
+    return [_analyze_read(path, records, errors, is_series, read_ms, engine, operating_point, gradcam, progress,
+                          cancel, force) for engine in chosen]
+
+
+def _analyze_read(path: str | Path, records: Sequence[ImageRecord], errors: Sequence[str], is_series: bool,
+                  read_ms: float, engine: InferenceEngine, operating_point: str | None, gradcam: bool,
+                  progress: ProgressSink | None, cancel: CancelToken | None,
+                  force: bool) -> AnalysisResult | SeriesResult:
+    """Classify images already read from ``path`` with one engine (the second half of :func:`analyze_path`)."""
     LOGGER.info(
         "analysing %s (%d image(s)) with %s %s on %s",
         Path(path).name,

@@ -64,6 +64,24 @@ class NoPackAcceptsError(ModelNotFoundError):
         self.reasons = reasons
 
 
+class SeveralPacksAcceptError(ModelNotFoundError):
+    """Several bundled model packs accept the image, each answering a different question (e.g. knee
+    osteoarthritis and knee bone density on the same radiograph): none is chosen silently.
+
+    ``asdesk analyze`` runs each of them (:func:`asdesk.tasks.analysis.analyze_path_each`); elsewhere (screening,
+    the window) the user chooses one with ``--model`` or the model box.
+
+    Attributes
+    ----------
+    pack_ids : tuple of str
+        The accepting packs' ids.
+    """
+
+    def __init__(self, message: str, pack_ids: Sequence[str]) -> None:
+        super().__init__(message)
+        self.pack_ids = tuple(pack_ids)
+
+
 def mr_plane(orientation: Sequence[float] | None) -> str:
     """The anatomical plane of an MR slice from its ImageOrientationPatient.
 
@@ -229,13 +247,16 @@ def choose_pack(metadata: ImageMetadata, packs: Sequence[ModelPack]) -> ModelPac
     Returns
     -------
     ModelPack
-        The first accepting pack, bundled packs before user-installed ones, then by id (several accepting
-        packs are logged; choose with ``--model``).
+        The accepting pack; a bundled pack before user-installed ones (several accepting user packs: the
+        first by id, logged; choose with ``--model``).
 
     Raises
     ------
     NoPackAcceptsError
         No pack's metadata gate accepts the image; the message names each pack and its reason.
+    SeveralPacksAcceptError
+        Several bundled packs accept it (e.g. ``knee-xray-oa`` and ``knee-xray-osteoporosis`` on a knee
+        radiograph): none wins silently; the message names them.
     """
     accepted, refused = accepting_packs(metadata, packs)
     if not accepted:
@@ -245,10 +266,66 @@ def choose_pack(metadata: ImageMetadata, packs: Sequence[ModelPack]) -> ModelPac
         raise NoPackAcceptsError(
             f"no installed model pack was made for {metadata.source.name}: {detail}. A model chosen with "
             "--model and --force gives a result marked outside validated use", refused)
+    candidates = first_choices(accepted)
+    if len(candidates) > 1:
+        ids = [p.card.id for p in candidates]
+        raise SeveralPacksAcceptError(
+            f"several model packs were made for {metadata.source.name}, each for a different finding: "
+            + "; ".join(f"{p.card.id} ({p.card.task})" for p in candidates)
+            + ". Choose one with --model (the window: the model box); asdesk analyze without --model shows "
+            "each pack's finding", ids)
     if len(accepted) > 1:
-        LOGGER.info("several model packs accept %s: %s; using %s (choose with --model)", metadata.source.name,
-                    ", ".join(p.card.id for p in accepted), accepted[0].card.id)
+        LOGGER.info("several model packs accept %s: %s; using %s (bundled before user-installed; choose with "
+                    "--model)", metadata.source.name, ", ".join(p.card.id for p in accepted), accepted[0].card.id)
     return accepted[0]
+
+
+def first_choices(accepted: Sequence[ModelPack]) -> list[ModelPack]:
+    """The packs among ``accepted`` that an unnamed choice would be between: the bundled ones when any
+    bundled pack accepts (a user-installed pack never wins against a bundled one), else the first one.
+
+    Parameters
+    ----------
+    accepted : sequence of ModelPack
+        From :func:`accepting_packs` (bundled first, then by id).
+
+    Returns
+    -------
+    list of ModelPack
+        Several when several bundled packs accept the image (different findings: none may win silently).
+    """
+    bundled = [p for p in accepted if getattr(p, "origin", "bundled") == "bundled"]
+    return bundled if bundled else list(accepted[:1])
+
+
+def packs_for_each(metadata: ImageMetadata, packs: Sequence[ModelPack], model_id: str | None = None
+                   ) -> list[ModelPack]:
+    """Every pack that will analyse an image: the named one, or each bundled pack whose metadata gate accepts it.
+
+    Parameters
+    ----------
+    metadata : ImageMetadata
+    packs : sequence of ModelPack
+    model_id : str, optional
+        A pack id (``--model``): then exactly that pack, as :func:`pack_for`.
+
+    Returns
+    -------
+    list of ModelPack
+        One or more, in id order.
+
+    Raises
+    ------
+    ModelNotFoundError
+        No pack has ``model_id``; or (:class:`NoPackAcceptsError`) none was named and none accepts the image.
+    """
+    if model_id:
+        return [pack_for(metadata, packs, model_id)]
+    try:
+        return [choose_pack(metadata, packs)]
+    except SeveralPacksAcceptError:
+        accepted, _refused = accepting_packs(metadata, packs)
+        return first_choices(accepted)
 
 
 def pack_for(metadata: ImageMetadata, packs: Sequence[ModelPack], model_id: str | None = None) -> ModelPack:

@@ -24,10 +24,19 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                                                   r"e.g. '^(\d+)'")
     parser.add_argument("--patient-csv", help="CSV with columns file, patient_id")
     parser.add_argument("--min-readers", type=int, default=2, help="sij-stir: readers that must mark a slice")
-    parser.add_argument("--split", choices=("holdout", "lopo", "group-kfold"),
+    parser.add_argument("--split", choices=("holdout", "lopo", "group-kfold", "repeated-kfold"),
                         help="holdout: 15%% of patients validate (test with --test-data); lopo: "
-                             "leave-one-patient-out; group-kfold: 5 folds by patient "
-                             "(default: lopo for sij-stir, holdout otherwise)")
+                             "leave-one-patient-out; group-kfold: --folds folds by patient; repeated-kfold: "
+                             "--repeats x --folds stratified folds by patient, out-of-fold probabilities "
+                             "averaged over repeats (default: lopo for sij-stir, holdout otherwise)")
+    parser.add_argument("--folds", type=int, default=5, help="folds of group-kfold / repeated-kfold")
+    parser.add_argument("--repeats", type=int, default=5, help="repeats of repeated-kfold")
+    parser.add_argument("--class-weight", choices=("none", "balanced"), default="none",
+                        help="balanced: weight each class's loss by N / (2 N_class) (imbalanced data)")
+    parser.add_argument("--stn", action="store_true",
+                        help="Spatial Transformer (Jaderberg et al. 2015) in front of the backbone, trained "
+                             "with the backbone frozen after the head")
+    parser.add_argument("--stn-epochs", type=int, default=10, help="max epochs of the Spatial Transformer phase")
     parser.add_argument("--test-data", help="labelled folder of held-out patients for the card's metrics")
     parser.add_argument("--preprocessing", choices=("clahe", "histeq", "none"),
                         help="contrast enhancement (default: clahe for sij-stir, none otherwise)")
@@ -58,7 +67,11 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--provenance", help="training data provenance for the card")
     parser.add_argument("--licence", help="training data licence for the card")
     parser.add_argument("--compare", nargs="*", default=[],
-                        help="results.json of other candidates, recorded in the card's comparison")
+                        help="ARCH,ARCH,... (e.g. ResNet50,DenseNet121,MobileNetV2,VGG16): train each backbone "
+                             "under this command's protocol, write comparison.md/.json to --out, and build the "
+                             "pack with the best (highest AUC); or results.json files of other candidates, "
+                             "recorded in the card's comparison. With a comparison, --weights may be "
+                             "ARCH=FILE,ARCH=FILE (backbones not named there start from random weights)")
 
 
 def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:

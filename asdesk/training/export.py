@@ -143,15 +143,21 @@ def convert(model: Any, gradcam_layer: str, path: str | Path, opset: int = OPSET
 
     layer = model.get_layer(gradcam_layer)
     _dense, pooled_layer = check_cam_head(model, gradcam_layer)
-    three = keras.Model(model.inputs[0], [layer.output, model.get_layer(pooled_layer).output, model.outputs[0]],
-                        name=f"{model.name}_onnx")
+    outputs = [layer.output, model.get_layer(pooled_layer).output, model.outputs[0]]
+    has_theta = any(item.name == "stn_theta" for item in model.layers)
+    if has_theta:  # a Spatial Transformer: its transform is the fourth output (the viewer shows the warp)
+        outputs.append(model.get_layer("stn_theta").output)
+    three = keras.Model(model.inputs[0], outputs, name=f"{model.name}_onnx")
     shape = tuple(int(d) for d in model.inputs[0].shape[1:])
     spec = (tf.TensorSpec((None, *shape), tf.float32, name="image"),)
 
     @tf.function(input_signature=spec)
     def forward(image: Any) -> dict[str, Any]:  # noqa: ANN401
-        features, pooled, probability = three(image, training=False)
-        return {"features": features, "pooled": pooled, "probability": probability}
+        values = three(image, training=False)
+        named = {"features": values[0], "pooled": values[1], "probability": values[2]}
+        if has_theta:
+            named["theta"] = values[3]
+        return named
 
     try:
         tf2onnx.convert.from_function(forward, input_signature=spec, opset=int(opset), output_path=str(path))
@@ -315,7 +321,9 @@ def export_pack(pack_dir: str | Path, data: str | Path | None = None, opset: int
         "opset": int(opset),
         "inputs": {"image": ["N", *pack.card.input_shape]},
         "outputs": {"features": f"{pack.card.gradcam_layer} (N, h, w, C)", "pooled": f"{pooled_layer} (N, C)",
-                    "probability": "(N, 1)"},
+                    "probability": "(N, 1)",
+                    **({"theta": "stn_theta (N, 6): the Spatial Transformer's affine transform"}
+                       if any(layer.name == "stn_theta" for layer in model.layers) else {})},
         "pooled_layer": pooled_layer,
         "head": {"file": HEAD_FILE, "sha256": sha256_file(head_path), "layer": dense.name,
                  "content": "kernel float32 (C,) and bias of the output Dense layer"},

@@ -45,7 +45,7 @@ def _application(architecture: str) -> Any:  # noqa: ANN401
 
 
 def build_classifier(architecture: str, input_shape: tuple[int, int, int], weights: str | Path | None = None,
-                     dropout: float = 0.5, seed: int | None = None) -> Any:  # noqa: ANN401
+                     dropout: float = 0.5, seed: int | None = None, stn: bool = False) -> Any:  # noqa: ANN401
     """Build a binary classifier: backbone → GlobalAveragePooling → Dropout → Dense(1, sigmoid).
 
     Parameters
@@ -61,6 +61,10 @@ def build_classifier(architecture: str, input_shape: tuple[int, int, int], weigh
         Dropout rate before the output layer.
     seed : int, optional
         Seed of the head's initialisers and dropout.
+    stn : bool
+        Put a Spatial Transformer (:func:`asdesk.training.stn.spatial_transformer`, Jaderberg et al. 2015)
+        between the input and the backbone, in the same flat graph; its warped image is the layer
+        ``stn_output``. The backbone's weights are then loaded into a stand-alone copy and copied over.
 
     Returns
     -------
@@ -84,7 +88,18 @@ def build_classifier(architecture: str, input_shape: tuple[int, int, int], weigh
         weights = str(path)
     inputs = keras.Input(shape=input_shape, name="image")
     try:
-        backbone = _application(architecture)(include_top=False, weights=weights, input_tensor=inputs)
+        if stn:
+            from asdesk.training.stn import copy_backbone_weights, spatial_transformer
+
+            warped = spatial_transformer(inputs, seed=seed)
+            backbone = _application(architecture)(include_top=False, weights=None, input_tensor=warped)
+            if weights is not None:
+                reference = _application(architecture)(include_top=False, weights=weights,
+                                                       input_shape=input_shape)
+                copy_backbone_weights(backbone, reference)
+                del reference
+        else:
+            backbone = _application(architecture)(include_top=False, weights=weights, input_tensor=inputs)
     except (ValueError, OSError) as error:
         raise ValueError(f"could not load {architecture} backbone weights from {weights}: {error}") from error
     features = keras.layers.GlobalAveragePooling2D(name="head_pool")(backbone.output)
@@ -93,8 +108,8 @@ def build_classifier(architecture: str, input_shape: tuple[int, int, int], weigh
     outputs = keras.layers.Dense(1, activation="sigmoid", kernel_initializer=initializer,
                                  dtype="float32", name="head_output")(features)
     model = keras.Model(inputs, outputs, name=architecture)
-    LOGGER.info("built %s %s, weights=%s, %d parameters", architecture, input_shape, weights,
-                model.count_params())
+    LOGGER.info("built %s%s %s, weights=%s, %d parameters", architecture, " with STN" if stn else "",
+                input_shape, weights, model.count_params())
     return model
 
 

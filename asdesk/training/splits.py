@@ -106,3 +106,41 @@ def group_kfold(labels: Sequence[int], groups: Sequence[str], n_splits: int = 5,
     for fold, (rest, test) in enumerate(splitter.split(np.zeros(len(y)), y, g)):
         inner_train, inner_val = group_holdout(y[rest], g[rest], 0.15, seed + fold)
         yield Split(rest[inner_train], rest[inner_val], test.astype(np.int64), f"fold{fold}")
+
+
+def repeated_group_kfold(labels: Sequence[int], groups: Sequence[str], n_splits: int = 5, repeats: int = 5,
+                         seed: int = 0) -> Iterator[Split]:
+    """Repeated stratified grouped k-fold: ``repeats`` runs of :func:`group_kfold` with different shuffles.
+
+    Every image is in the test part of exactly one fold per repeat, so each repeat gives a full set of
+    out-of-fold predictions; averaging them over repeats gives one prediction per image from models that
+    never saw its patient.
+
+    Parameters
+    ----------
+    labels : sequence of int
+        (N,) class per image.
+    groups : sequence of str
+        (N,) patient id per image.
+    n_splits : int
+        Folds per repeat (at least 2).
+    repeats : int
+        Number of reshuffled repeats (at least 1).
+    seed : int
+        Repeat ``r`` uses seed ``seed + 1000 * r``.
+
+    Yields
+    ------
+    Split
+        ``name`` is ``"r<repeat>f<fold>"``.
+
+    Raises
+    ------
+    ValueError
+        ``n_splits < 2`` or ``repeats < 1``.
+    """
+    if n_splits < 2 or repeats < 1:
+        raise ValueError(f"need n_splits >= 2 and repeats >= 1, got {n_splits} and {repeats}")
+    for repeat in range(repeats):
+        for split in group_kfold(labels, groups, n_splits, seed + 1000 * repeat):
+            yield Split(split.train, split.validation, split.test, f"r{repeat}{split.name.replace('fold', 'f')}")

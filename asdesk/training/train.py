@@ -27,7 +27,7 @@ from asdesk.training.datasets import (
 )
 from asdesk.training.model import GRADCAM_LAYERS, build_classifier
 from asdesk.training.presets import preprocessing_spec
-from asdesk.training.splits import group_holdout, group_kfold, leave_one_patient_out
+from asdesk.training.splits import group_holdout, group_kfold, leave_one_patient_out, repeated_group_kfold
 from asdesk.training.trainer import FeatureCache, TrainConfig, fit, forward, median_epochs
 
 LOGGER = logging.getLogger(__name__)
@@ -68,6 +68,19 @@ def load_dataset(args: argparse.Namespace, data: str | Path, spec: list[dict[str
     return Dataset(samples, images[keep], labels, np.array([s.patient for s in samples]), errors)
 
 
+CROSS_VALIDATION = ("lopo", "group-kfold", "repeated-kfold")
+
+
+def cv_name(split: str, folds: int = 5, repeats: int = 1) -> str:
+    """Words for a cross-validation protocol, e.g. ``"leave-one-patient-out"`` or ``"grouped 5-fold"``."""
+    if split == "lopo":
+        return "leave-one-patient-out"
+    if split == "repeated-kfold":
+        return (f"{repeats} x repeated stratified grouped {folds}-fold (by patient; each image's probability the "
+                f"mean of its {repeats} out-of-fold probabilities)")
+    return f"grouped {folds}-fold"
+
+
 def _config(args: argparse.Namespace) -> TrainConfig:
     from asdesk.training.augment import Augmentation
 
@@ -76,13 +89,21 @@ def _config(args: argparse.Namespace) -> TrainConfig:
                        fine_tune_epochs=args.fine_tune_epochs, batch_size=args.batch_size,
                        patience=args.patience,
                        augment_copies=args.augment_copies, seed=args.seed,
-                       augmentation=Augmentation(horizontal_flip=args.horizontal_flip))
+                       augmentation=Augmentation(horizontal_flip=args.horizontal_flip),
+                       class_weight=getattr(args, "class_weight", None),
+                       stn=bool(getattr(args, "stn", False)), stn_epochs=getattr(args, "stn_epochs", 10))
 
 
 def cross_validate(dataset: Dataset, config: TrainConfig, spec: list[dict[str, Any]], split: str,
-                   progress: ProgressSink | None = None
+                   progress: ProgressSink | None = None, folds_per_repeat: int = 5, repeats: int = 1,
+                   per_repeat: list[np.ndarray] | None = None
                    ) -> tuple[np.ndarray, list[int], list[int], list[dict], tuple[Any, FeatureCache]]:
-    """Out-of-fold probabilities by leave-one-patient-out or grouped 5-fold cross-validation.
+    """Out-of-fold probabilities by leave-one-patient-out, grouped k-fold or repeated grouped k-fold.
+
+    ``split="repeated-kfold"`` runs :func:`asdesk.training.splits.repeated_group_kfold` (``repeats`` x
+    ``folds_per_repeat``); each image's probability is then the mean of its ``repeats`` out-of-fold
+    probabilities (each from a model that never saw its patient), and ``per_repeat`` (when a list is given)
+    receives each repeat's float32 (N,) out-of-fold probabilities.
 
     The frozen-backbone features are computed once and shared by all folds; fine-tuning (if configured)
     runs per fold on a fresh model.
@@ -104,30 +125,41 @@ def cross_validate(dataset: Dataset, config: TrainConfig, spec: list[dict[str, A
     import keras
 
     keras.utils.set_random_seed(config.seed)
-    base = build_classifier(config.architecture, shape, config.weights, seed=config.seed)
+    base = build_classifier(config.architecture, shape, config.weights, seed=config.seed, stn=config.stn)
     cache = FeatureCache(base, dataset.images, pipeline.normalise, config.augment_copies, config.augmentation,
                          config.seed, progress)
-    splits = (leave_one_patient_out(dataset.labels, dataset.groups, config.seed) if split == "lopo"
-              else group_kfold(dataset.labels, dataset.groups, 5, config.seed))
-    probabilities = np.full(len(dataset.labels), np.nan, dtype=np.float32)
+    if split == "lopo":
+        splits = leave_one_patient_out(dataset.labels, dataset.groups, config.seed)
+    elif split == "repeated-kfold":
+        splits = repeated_group_kfold(dataset.labels, dataset.groups, folds_per_repeat, repeats, config.seed)
+    else:
+        splits = group_kfold(dataset.labels, dataset.groups, folds_per_repeat, config.seed)
+    n_repeats = repeats if split == "repeated-kfold" else 1
+    per_repeat_probabilities = np.full((n_repeats, len(dataset.labels)), np.nan, dtype=np.float32)
     head_epochs, tune_epochs, folds = [], [], []
     for fold in splits:
         model = None
-        if config.fine_tune_epochs > 0:
+        if config.fine_tune_epochs > 0 or config.stn:
             keras.utils.set_random_seed(config.seed)
-            model = build_classifier(config.architecture, shape, config.weights, seed=config.seed)
+            model = build_classifier(config.architecture, shape, config.weights, seed=config.seed, stn=config.stn)
         else:
             model = base
         result = fit(dataset.images, dataset.labels, fold.train, fold.validation, config, pipeline.normalise,
                      shape, cache=cache, model=model)
-        probabilities[fold.test] = forward(result.model, dataset.images[fold.test], pipeline.normalise)
+        repeat = int(fold.name[1:].split("f")[0]) if split == "repeated-kfold" else 0
+        per_repeat_probabilities[repeat, fold.test] = forward(result.model, dataset.images[fold.test],
+                                                              pipeline.normalise)
         head_epochs.append(result.head_epochs_run)
         tune_epochs.append(result.fine_tune_epochs_run)
         folds.append({"test": fold.name, "n_train": int(len(fold.train)), "n_validation": int(len(fold.validation)),
                       "n_test": int(len(fold.test)), "head_epochs": result.head_epochs_run,
-                      "fine_tune_epochs": result.fine_tune_epochs_run})
+                      "fine_tune_epochs": result.fine_tune_epochs_run,
+                      **({"stn_epochs": result.stn_epochs_run} if config.stn else {})})
         LOGGER.info("fold %s: %d test images, best head epoch %d", fold.name, len(fold.test),
                     result.head_epochs_run)
+    if per_repeat is not None:
+        per_repeat.extend(per_repeat_probabilities)
+    probabilities = per_repeat_probabilities.mean(axis=0).astype(np.float32)
     return probabilities, head_epochs, tune_epochs, folds, (base, cache)
 
 
@@ -172,31 +204,57 @@ def main_train(args: argparse.Namespace, progress: ProgressSink | None = None) -
     enhancement = args.preprocessing or ("clahe" if args.task == "sij-stir" else "none")
     spec = preprocessing_spec(args.task, enhancement, args.input_size, args.architecture)
     dataset = load_dataset(args, args.data, spec, sink)
-    pipeline = build_pipeline(spec)
-    shape = pipeline.input_shape
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    from asdesk.training.compare import comparison_architectures
+
+    architectures = comparison_architectures(args.compare)
+    comparison = None
+    if architectures:
+        from asdesk.training.compare import run_comparison, weights_by_architecture, write_comparison
+
+        comparison = run_comparison(args, dataset, architectures, sink)
+        paths = write_comparison(out, comparison)
+        print(f"comparison written to {paths[0]} and {paths[1]}; building the pack with {comparison['winner']}")
+        args.weights = weights_by_architecture(args.weights, architectures)[comparison["winner"]] or "none"
+        args.architecture = comparison["winner"]
+        config = _config(args)
+        spec = preprocessing_spec(args.task, enhancement, args.input_size, args.architecture)
+    pipeline = build_pipeline(spec)
+    shape = pipeline.input_shape
     split = args.split or ("lopo" if args.task == "sij-stir" else "holdout")
     protocol: dict[str, Any] = {"split": split, "seed": config.seed}
-    if split in ("lopo", "group-kfold"):
-        oof, head_epochs, tune_epochs, folds, (base, cache) = cross_validate(dataset, config, spec, split, sink)
+    if split in CROSS_VALIDATION:
+        per_repeat: list[np.ndarray] = []
+        oof, head_epochs, tune_epochs, folds, (base, cache) = cross_validate(
+            dataset, config, spec, split, sink, folds_per_repeat=args.folds, repeats=args.repeats,
+            per_repeat=per_repeat)
         points = choose_operating_points(dataset.labels, oof)
-        reuse = {"cache": cache, "model": base} if not config.fine_tune_epochs else {}
+        reuse = ({"cache": cache, "model": base} if not (config.fine_tune_epochs or config.stn)
+                 else {"cache": cache} if config.stn and not config.fine_tune_epochs else {})
+        stn_epochs = median_epochs([f["stn_epochs"] for f in folds]) if config.stn else 0
         final = fit(dataset.images, dataset.labels, np.arange(len(dataset.labels)), None, config,
                     pipeline.normalise, shape, head_epochs=median_epochs(head_epochs),
-                    fine_tune_epochs=median_epochs(tune_epochs) if config.fine_tune_epochs else 0, **reuse)
+                    fine_tune_epochs=median_epochs(tune_epochs) if config.fine_tune_epochs else 0,
+                    stn_epochs=stn_epochs, **reuse)
         decisions = nested_decisions(dataset.labels, oof, dataset.groups)
         performance = performance_block(
             dataset.labels, oof, dataset.groups, points, decisions=decisions,
             dataset_name=args.dataset_name or str(args.data),
-            protocol=(f"{'leave-one-patient-out' if split == 'lopo' else 'grouped 5-fold'} cross-validation "
+            protocol=(f"{cv_name(split, args.folds, args.repeats)} cross-validation "
                       "on patients the fold's model never saw; AUC from out-of-fold probabilities; "
                       "threshold metrics with each patient's operating points chosen on the other patients' "
                       "out-of-fold predictions"),
             study_k=args.study_top_k if args.task == "sij-stir" else None)
+        if split == "repeated-kfold":
+            from asdesk.training.metrics import binary_metrics
+
+            protocol["per_repeat_auc"] = [round(float(binary_metrics(dataset.labels, r, 0.5)["auc"]), 4)
+                                          for r in per_repeat]
         protocol.update({"folds": folds, "final_model": "all patients, epochs = median of the folds' best "
                          f"(head {median_epochs(head_epochs)}, fine-tune "
-                         f"{median_epochs(tune_epochs) if config.fine_tune_epochs else 0})"})
+                         f"{median_epochs(tune_epochs) if config.fine_tune_epochs else 0}"
+                         + (f", Spatial Transformer {stn_epochs}" if config.stn else "") + ")"})
         evaluated = (dataset.labels, oof, dataset.groups, [s.key for s in dataset.samples])
         model = final.model
         oof_or_validation: tuple[np.ndarray, np.ndarray] = (np.arange(len(dataset.labels)), oof)
@@ -230,11 +288,13 @@ def main_train(args: argparse.Namespace, progress: ProgressSink | None = None) -
                                          evaluated, sink))
     if args.task == "sij-stir":
         card.update({"mr_planes": ["CORONAL"], "mr_sequences": ["STIR"]})
-    if "study_level" in performance and split in ("lopo", "group-kfold"):
+    if "study_level" in performance and split in CROSS_VALIDATION:
         from asdesk.training.packfit import nested_study_level
 
         performance["study_level"] = nested_study_level(dataset.labels, oof, dataset.groups, args.study_top_k)
-    if args.compare:
+    if comparison is not None:
+        card["comparison"] = comparison
+    elif args.compare:
         card["comparison"] = [json.loads(Path(path).read_text(encoding="utf-8")) for path in args.compare]
     from asdesk.inference.pack import write_pack
 
@@ -390,7 +450,7 @@ def build_card(args: argparse.Namespace, spec: list[dict[str, Any]], shape: tupl
                                        for k, v in point.items()} for name, point in points.items()},
                              "default": "balanced",
                              "chosen_on": ("out-of-fold predictions of all training patients" if
-                                           protocol["split"] in ("lopo", "group-kfold") else
+                                           protocol["split"] in CROSS_VALIDATION else
                                            "the validation patients (15% of the training folder)")},
         "performance": performance,
         "training": {
@@ -401,6 +461,14 @@ def build_card(args: argparse.Namespace, spec: list[dict[str, Any]], shape: tupl
                 "rotation ±10°, shift ±10%, zoom ±10%, brightness/contrast ±10%"
                 + (", horizontal flip" if args.horizontal_flip else ", no flip"),
             "enhancement": enhancement,
+            "class_weight": ("balanced: each class's loss weighted by N / (2 N_class) of the training images"
+                             if getattr(args, "class_weight", "none") == "balanced" else "none"),
+            **({"spatial_transformer": {
+                "reference": "Jaderberg et al., Spatial Transformer Networks, NeurIPS 2015",
+                "layers": "stn_* (localisation network), stn_theta (affine, initialised to the identity), "
+                          "stn_output (bilinear sampler: the warped model input)",
+                "training": f"after the head, backbone frozen, up to {args.stn_epochs} epochs"}}
+               if getattr(args, "stn", False) else {}),
         },
         "training_data": {
             "name": args.dataset_name or str(args.data),

@@ -51,6 +51,15 @@ class TrainConfig:
         Augmented copies per training image in the frozen phase.
     augmentation : Augmentation
     seed : int
+    class_weight : str or None
+        ``"balanced"``: each class's loss weighted by ``N / (2 N_class)`` of the training images
+        (scikit-learn's "balanced" rule), so the minority class counts as much as the majority; ``None``:
+        unweighted.
+    stn : bool
+        Put a Spatial Transformer (:mod:`asdesk.training.stn`) in front of the backbone; it trains in a
+        third phase (backbone frozen, head warm-started) for ``stn_epochs`` epochs.
+    stn_epochs : int
+        Maximum epochs of the Spatial Transformer phase (early stopping on validation loss).
     """
 
     architecture: str = "MobileNetV2"
@@ -65,6 +74,40 @@ class TrainConfig:
     augment_copies: int = 4
     augmentation: Augmentation = field(default_factory=Augmentation)
     seed: int = 0
+    class_weight: str | None = None
+    stn: bool = False
+    stn_epochs: int = 10
+
+
+def class_weights(labels: np.ndarray, mode: str | None) -> dict[int, float] | None:
+    """Per-class loss weights for Keras ``fit(class_weight=...)``.
+
+    Parameters
+    ----------
+    labels : numpy.ndarray
+        (N,) int {0, 1} training labels.
+    mode : str or None
+        ``"balanced"`` (weight ``N / (2 N_c)``) or ``None``/``"none"`` (no weighting).
+
+    Returns
+    -------
+    dict or None
+        ``{0: w0, 1: w1}``, or ``None`` when unweighted.
+
+    Raises
+    ------
+    ValueError
+        Unknown mode, or a class absent from ``labels`` with ``"balanced"``.
+    """
+    if mode in (None, "none"):
+        return None
+    if mode != "balanced":
+        raise ValueError(f"class_weight must be 'balanced' or None, got {mode!r}")
+    labels = np.asarray(labels).astype(np.int64)
+    counts = np.bincount(labels, minlength=2)
+    if (counts == 0).any():
+        raise ValueError(f"balanced class weights need both classes, got counts {counts.tolist()}")
+    return {c: float(len(labels) / (2.0 * counts[c])) for c in (0, 1)}
 
 
 @dataclass
@@ -75,6 +118,7 @@ class FitResult:
     head_epochs_run: int
     fine_tune_epochs_run: int
     history: dict[str, list[float]]
+    stn_epochs_run: int = 0
 
 
 def _normalised_batches(images: np.ndarray, normalise: Normalise, batch_size: int):  # noqa: ANN202
@@ -209,14 +253,16 @@ def fit_head(cache: FeatureCache, labels: np.ndarray, train: np.ndarray, validat
     keras.utils.set_random_seed(config.seed)
     features = cache.features[train].reshape(-1, cache.features.shape[2])
     targets = np.repeat(labels[train], cache.features.shape[1]).astype(np.float32)
-    head = _head_model(features.shape[1], config.seed, prior=float(targets.mean()))
+    weights = class_weights(labels[train], config.class_weight)
+    # With balanced weights the weighted prevalence is 1/2: start the head there.
+    head = _head_model(features.shape[1], config.seed, prior=0.5 if weights else float(targets.mean()))
     head.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss="binary_crossentropy",
                  metrics=[keras.metrics.AUC(name="auc")])
     validation_data = None
     if validation is not None and len(validation):
         validation_data = (cache.features[validation, 0], labels[validation].astype(np.float32))
     history = head.fit(features, targets, batch_size=config.batch_size, epochs=epochs or config.head_epochs,
-                       validation_data=validation_data, shuffle=True, verbose=verbose,
+                       validation_data=validation_data, shuffle=True, verbose=verbose, class_weight=weights,
                        callbacks=_callbacks(config.patience, validation_data is not None))
     losses = history.history.get("val_loss")
     epochs_run = int(np.argmin(losses)) + 1 if losses else len(history.history["loss"])
@@ -260,7 +306,7 @@ def fit(images: np.ndarray, labels: np.ndarray, train: np.ndarray, validation: n
         config: TrainConfig, normalise: Normalise, input_shape: tuple[int, int, int],
         cache: FeatureCache | None = None, model: Any = None, head_epochs: int | None = None,  # noqa: ANN401
         fine_tune_epochs: int | None = None, progress: ProgressSink | None = None,
-        cancel: CancelToken | None = None, verbose: int = 0) -> FitResult:
+        cancel: CancelToken | None = None, verbose: int = 0, stn_epochs: int | None = None) -> FitResult:
     """Train one classifier: frozen-backbone phase on cached features, then optional fine-tuning.
 
     Parameters
@@ -291,12 +337,21 @@ def fit(images: np.ndarray, labels: np.ndarray, train: np.ndarray, validation: n
 
     keras.utils.set_random_seed(config.seed)
     if model is None:
-        model = build_classifier(config.architecture, input_shape, config.weights, seed=config.seed)
+        model = build_classifier(config.architecture, input_shape, config.weights, seed=config.seed,
+                                 stn=config.stn)
     if cache is None:
         cache = FeatureCache(model, images, normalise, config.augment_copies, config.augmentation,
                              config.seed, progress, cancel)
     head, head_run, history = fit_head(cache, labels, train, validation, config, head_epochs, verbose)
     install_head(model, head)
+    stn_run = 0
+    if config.stn:
+        from asdesk.training.stn import fit_stn
+
+        stn_run, stn_history = fit_stn(model, images, labels, train, validation, config, normalise,
+                                       config.stn_epochs if stn_epochs is None else stn_epochs, verbose)
+        history.update(stn_history)
+        set_trainable(model, "head")
     tune_epochs = config.fine_tune_epochs if fine_tune_epochs is None else fine_tune_epochs
     tuned_run = 0
     if tune_epochs > 0:
@@ -310,12 +365,13 @@ def fit(images: np.ndarray, labels: np.ndarray, train: np.ndarray, validation: n
             validation_data = (np.stack([normalise(images[i]) for i in validation]),
                                labels[validation].astype(np.float32))
         tuned = model.fit(batches, epochs=tune_epochs, validation_data=validation_data, verbose=verbose,
+                          class_weight=class_weights(labels[train], config.class_weight),
                           callbacks=_callbacks(config.patience, validation_data is not None))
         losses = tuned.history.get("val_loss")
         tuned_run = int(np.argmin(losses)) + 1 if losses else len(tuned.history["loss"])
         history.update({f"fine_tune_{k}": [float(v) for v in vs] for k, vs in tuned.history.items()})
         set_trainable(model, "head")
-    return FitResult(model, head_run, tuned_run, history)
+    return FitResult(model, head_run, tuned_run, history, stn_run)
 
 
 def median_epochs(values: Sequence[int]) -> int:
