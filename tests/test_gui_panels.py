@@ -552,3 +552,18 @@ def test_results_panel_shows_a_refusal_with_an_override_and_the_held_out_numbers
     overridden = [dataclasses.replace(accepted[0], gate=GateVerdict(reasons=("axial plane",), overridden=True))]
     panel.set_results(overridden, None, card)
     assert panel.refusal_label.isVisible() and "outside validated use" in panel.refusal_label.text()
+
+
+@pytest.mark.parametrize("pack_id", ["knee-xray-oa", "sij-mri-stir-inflammation"])
+def test_preprocessing_panel_shows_each_shipped_pipeline_unmodified(qtbot, pack_id):
+    """Every window mode a shipped card uses (the SIJ pack's tissue-referenced "reference" window included) is
+    shown as it is: the panel's steps build the card's own pipeline and nothing is flagged as modified."""
+    from asdesk.gui.preprocessing_panel import PreprocessingPanel, canonical_steps
+    from asdesk.inference import load_pack
+
+    card = load_pack(Path(__file__).resolve().parents[1] / "models" / pack_id).card
+    panel = PreprocessingPanel()
+    qtbot.addWidget(panel)
+    panel.set_card_steps(card.preprocessing, f"{card.id} {card.version}")
+    assert not panel.is_modified() and not panel.state().departures
+    assert canonical_steps(panel.current_steps()) == canonical_steps(card.preprocessing)

@@ -74,7 +74,7 @@ def canonical_steps(steps: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
                 params[key] = float(value)
         if step["name"] == "window":
             unused = {"display": ("low", "high", "centre", "width"), "percentile": ("centre", "width"),
-                      "fixed": ("low", "high")}.get(str(params.get("mode")), ())
+                      "reference": ("centre", "width"), "fixed": ("low", "high")}.get(str(params.get("mode")), ())
             for key in unused:
                 params.pop(key, None)
         out.append({"name": step["name"], **params})
@@ -185,7 +185,7 @@ class _StepEditor(QGroupBox):
     def _build(self, spec: Mapping[str, Any]) -> None:
         name = self.name
         if name == "window":
-            self.form.addRow("Mode", self._combo("mode", ("display", "percentile", "fixed"),
+            self.form.addRow("Mode", self._combo("mode", ("display", "percentile", "fixed", "reference"),
                                                  spec.get("mode", "display")))
             self.form.addRow("Low percentile", self._double("low", spec.get("low", 1.0), 0.0, 100.0, 0.5,
                                                              suffix=" %"))
@@ -222,7 +222,9 @@ class _StepEditor(QGroupBox):
         if self.name != "window":
             return
         mode = self.editors["mode"].currentText()  # type: ignore[attr-defined]
-        for key, visible in (("low", mode == "percentile"), ("high", mode == "percentile"),
+        # "reference" (tissue-referenced STIR): low = the tissue percentile, high = the multiple of the reference
+        scaled = mode in ("percentile", "reference")
+        for key, visible in (("low", scaled), ("high", scaled),
                              ("centre", mode == "fixed"), ("width", mode == "fixed")):
             editor = self.editors[key]
             editor.setVisible(visible)
@@ -265,7 +267,7 @@ class _StepEditor(QGroupBox):
                   for key, e in self.editors.items()}
         if name == "window":
             mode = values["mode"]
-            if mode == "percentile":
+            if mode in ("percentile", "reference"):
                 return {"name": name, "mode": mode, "low": values["low"], "high": values["high"]}
             if mode == "fixed":
                 return {"name": name, "mode": mode, "centre": values["centre"], "width": values["width"]}
