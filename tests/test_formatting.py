@@ -10,7 +10,6 @@ from asdesk.core.formatting import (
     format_elapsed,
     format_percent,
     format_probability,
-    format_window,
     join_present,
     probability_versus_threshold,
 )
@@ -43,11 +42,6 @@ def test_the_relation_is_always_written_and_true_of_the_numbers_shown():
 ])
 def test_elapsed_never_reads_zero_seconds(seconds, text):
     assert format_elapsed(seconds) == text
-
-
-def test_window_is_whole_for_integer_data():
-    assert format_window(263.8, 543.8, integer=True) == "C 264  W 544"
-    assert format_window(263.8, 543.8, integer=False) == "C 263.8  W 543.8"
 
 
 def test_join_present_leaves_out_empty_parts():

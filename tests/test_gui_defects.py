@@ -404,7 +404,7 @@ def test_window_centre_and_width_of_integer_images_are_whole_numbers(qtbot, stir
     qtbot.addWidget(viewer)
     viewer.set_records(stir_records)
     viewer.set_window(WindowLevel(263.8, 543.8))
-    assert viewer.window_label.text() == "C 264  W 544"
+    assert viewer.window_label.text() == "W 544  L 264"  # as the corner text (asdesk.viewing.format_window)
 
 
 def test_only_the_final_stage_is_called_what_the_model_received(qtbot, stir_records):

@@ -17,7 +17,6 @@ __all__ = [
     "format_elapsed",
     "format_percent",
     "format_probability",
-    "format_window",
     "join_present",
     "probability_versus_threshold",
 ]
@@ -112,26 +111,6 @@ def format_elapsed(seconds: float | None) -> str:
         return f"{value:.1f} s"
     whole = int(round(value))
     return f"{whole // 60} min {whole % 60:02d} s"
-
-
-def format_window(centre: float, width: float, integer: bool) -> str:
-    """A display window as ``"C 264  W 544"``.
-
-    Parameters
-    ----------
-    centre, width : float
-        Window centre and width in the image's units.
-    integer : bool
-        The image holds integer values (DICOM stored values through an integer rescale): the window is
-        shown in whole units, as radiology viewers do; otherwise with 4 significant digits.
-
-    Returns
-    -------
-    str
-    """
-    if integer:
-        return f"C {round(centre):d}  W {max(1, round(width)):d}"
-    return f"C {centre:.4g}  W {width:.4g}"
 
 
 def join_present(parts: Iterable[object], separator: str = ", ") -> str:

@@ -47,10 +47,9 @@ from PySide6.QtWidgets import (
 )
 
 from asdesk.core import ImageRecord
-from asdesk.core.formatting import format_window
 from asdesk.gui.annotation_layer import AnnotationLayer
 from asdesk.gui.measurements import MeasurementLayer
-from asdesk.viewing import ViewState, corner_text, edge_labels
+from asdesk.viewing import ViewState, corner_text, edge_labels, format_window
 
 pg.setConfigOptions(imageAxisOrder="row-major", antialias=True)
 
@@ -669,7 +668,7 @@ class ImageViewer(QWidget):
         if self._window is None or self.image_item.image is None:
             return
         self.image_item.setLevels(self._window.levels)
-        self.window_label.setText(format_window(self._window.centre, self._window.width, self._integer_data))
+        self.window_label.setText(format_window(self._window.centre, self._window.width))
         self._update_annotations()
 
     # ----------------------------------------------------------------------------------------- overlay
