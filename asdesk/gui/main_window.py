@@ -486,6 +486,7 @@ class MainWindow(QMainWindow):
         # (temporary messages) replace the notices on the left, never the result.
         self.result_label = QLabel("")
         self.result_label.setTextFormat(Qt.TextFormat.PlainText)
+        self.result_label.setStyleSheet("QLabel { border-left: 1px solid #9aa7b4; padding-left: 6px; }")
         self.result_label.setToolTip("Result of the case shown")
         self.result_label.setVisible(False)
         self.device_label = QLabel("Loading models…")
