@@ -27,7 +27,7 @@ import pytest  # noqa: E402
 
 pytest.importorskip("pytestqt")
 from PySide6.QtCore import Qt  # noqa: E402
-from PySide6.QtWidgets import QFileDialog  # noqa: E402
+from PySide6.QtWidgets import QFileDialog, QLabel, QScrollArea  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "gui_xvfb"))
 from conftest import REPO, SHARED_DATA, requires_shared  # noqa: E402
@@ -183,7 +183,8 @@ def test_a_new_case_opens_with_the_results_panel_scrolled_to_the_finding(qtbot, 
     """The next case opened on "Measured performance" with the finding out of view."""
     window.resize(1400, 700)
     open_and_wait(qtbot, window, knee(0))
-    bar = window.results_panel.scroll_area.verticalScrollBar()
+    scroll = window.results_panel.findChild(QScrollArea)
+    bar = scroll.verticalScrollBar()
     qtbot.waitUntil(lambda: bar.maximum() > 0, timeout=5000)
     bar.setValue(bar.maximum())
     assert bar.value() > 0
@@ -191,8 +192,8 @@ def test_a_new_case_opens_with_the_results_panel_scrolled_to_the_finding(qtbot, 
     qtbot.wait(50)
     assert bar.value() == 0
     finding = window.results_panel.finding_label
-    top = finding.mapTo(window.results_panel.scroll_area.widget(), finding.rect().topLeft()).y()
-    assert top < window.results_panel.scroll_area.viewport().height()  # the finding is in view
+    top = finding.mapTo(scroll.widget(), finding.rect().topLeft()).y()
+    assert top < scroll.viewport().height()  # the finding is in view
 
 
 def test_for_a_series_the_study_result_leads_and_the_slice_follows(qtbot, stir_records):
@@ -210,9 +211,10 @@ def test_for_a_series_the_study_result_leads_and_the_slice_follows(qtbot, stir_r
                           "mean of top 3 (TEST)")
     panel.set_results(slices, series, card)
     panel.set_current_slice(0)  # slice 1: negative
-    headline, secondary = panel.finding_label, panel.slice_label
+    headline = panel.finding_label
     assert headline.text() == "Study: Positive (TEST)" and "c0392b" in headline.styleSheet()  # red: positive
     assert "90.0 % ≥ threshold 50.0 %" in plain(panel.probability_label.text())
+    secondary = panel.slice_label
     assert "Slice 1 of 15: Negative (TEST)" in plain(secondary.text()) and secondary.isVisible()
     assert "10.0 % < threshold 50.0 %" in plain(secondary.text())
     assert headline.font().pointSizeF() > secondary.font().pointSizeF()  # the study is the headline
@@ -232,6 +234,15 @@ def test_the_probability_bar_names_are_inside_the_bar_and_never_overlap(qtbot):
     bar.show()
     bar.set_values(0.95, {"high_sensitivity": 0.95, "balanced": 0.97, "high_specificity": 0.995}, "balanced")
     qtbot.waitUntil(lambda: bar.height() >= bar.minimumHeight(), timeout=2000)
+    # What the bar draws fits its height: drawn on a taller canvas, nothing appears below that height.
+    height = bar.height()
+    bar.resize(bar.width(), height + 60)
+    taller = bar.grab().toImage()
+    bar.resize(bar.width(), height)
+    background = taller.pixelColor(2, taller.height() - 2)
+    below = [taller.pixelColor(x, y) != background for y in range(height, taller.height())
+             for x in range(taller.width())]
+    assert not any(below), "names or scale drawn below the widget's height (clipped)"
     labels, scale = bar.label_layout()
     assert [name for name, _rect in labels] == ["high_sensitivity", "balanced", "high_specificity"]
     for _name, rect in labels:
@@ -387,7 +398,9 @@ def test_the_window_preset_drop_down_shows_its_whole_text(qtbot, stir_records):
     viewer = ImageViewer()
     qtbot.addWidget(viewer)
     viewer.resize(900, 700)
-    viewer.show()
+    viewer.show()  # as at launch: the viewer is on screen, empty, before any image is opened
+    qtbot.waitExposed(viewer)
+    qtbot.wait(50)
     viewer.set_records(stir_records)
     qtbot.wait(50)
     box = viewer.preset_box
@@ -430,6 +443,12 @@ def test_the_result_stays_in_the_status_bar_when_a_tip_is_shown_and_timings_are_
     window.notifier.sig_notice.connect(lambda notice: notices.append(notice.message))
     outcome = open_and_wait(qtbot, window, knee(4))
     prediction = outcome.results[0].prediction
+    bar = window.statusBar()
+    bar.showMessage("Open image files (DICOM with or without extension, PNG, JPEG, TIFF)")
+    qtbot.wait(20)
+    shown = [w.text() for w in bar.findChildren(QLabel) if w.isVisible()]  # what the status bar shows now
+    assert any(prediction.finding in text for text in shown), shown  # a tip never hides the result
+    bar.clearMessage()
     label = window.result_label
     assert label.isVisible() and prediction.finding in label.text()
     assert format_probability(prediction.probability) in label.text()

@@ -11,7 +11,7 @@ import dataclasses
 import logging
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -509,6 +509,7 @@ class MainWindow(QMainWindow):
         # (temporary messages) replace the notices on the left, never the result.
         self.result_label = QLabel("")
         self.result_label.setTextFormat(Qt.TextFormat.PlainText)
+        self.result_label.setStyleSheet("QLabel { border-left: 1px solid #9aa7b4; padding-left: 6px; }")
         self.result_label.setToolTip("Result of the case shown")
         self.result_label.setVisible(False)
         self.device_label = QLabel("Loading models…")
@@ -681,7 +682,7 @@ class MainWindow(QMainWindow):
         run_in_pool(read_case, path, on_done=self._after_open(self._on_case_read),
                     on_failed=self._after_open(self._on_read_failed), context=self)
 
-    def _after_open(self, callback: Any) -> Any:  # noqa: ANN401
+    def _after_open(self, callback: Callable[[Any], None]) -> Callable[[Any], None]:
         """``callback`` for a read or scan job, counting the jobs still running (see _load_rest_when_idle)."""
         def done(value: Any) -> None:  # noqa: ANN401
             self._opening -= 1
