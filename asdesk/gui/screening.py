@@ -12,6 +12,7 @@ import hashlib
 import math
 import os
 import time
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from asdesk.core import AnalysisResult
+from asdesk.core import AnalysisResult, CancelToken
 from asdesk.core.formatting import format_probability
 from asdesk.core.paths import user_data_dir
 from asdesk.gui.jobs import ProgressEvent
@@ -304,6 +305,10 @@ class ScreeningView(QWidget):
         self._running = False
         self._remaining: int | None = None  # rows still to screen for the folder and CSV chosen (None: unknown)
         self._count_generation = 0
+        # The count of the current folder (a list, so the "destroyed" handler needs no reference to the view).
+        self._count_cancel = [CancelToken()]
+        counts = self._count_cancel
+        self.destroyed.connect(lambda *_args: counts[0].cancel())
         self.folder_edit = QLineEdit()
         self.folder_edit.setPlaceholderText("Folder of images or DICOM series to screen")
         self.folder_edit.textChanged.connect(self._on_folder_changed)
@@ -484,18 +489,22 @@ class ScreeningView(QWidget):
         from asdesk.gui.jobs import run_in_pool
         from asdesk.tasks.screening import remaining_rows
 
+        self._count_cancel[0].cancel()  # an earlier count no longer applies
+        self._count_cancel[0] = cancel = CancelToken()
         self._count_generation += 1
         generation = self._count_generation
+        # The callbacks hold the view weakly: no reference cycle through the job's relay (a child of the view),
+        # so a view closed while the folder is still being counted is freed on the GUI thread, never by a
+        # garbage collection that happens to run on a pool thread.
+        view = weakref.ref(self)
 
-        def counted(remaining: int) -> None:
-            if generation == self._count_generation and not self._running:
-                self.set_remaining(int(remaining))
+        def answer(remaining: int | None) -> None:
+            target = view()
+            if target is not None and generation == target._count_generation and not target._running:
+                target.set_remaining(remaining)
 
-        def failed(_failure: object) -> None:
-            if generation == self._count_generation and not self._running:
-                self.set_remaining(None)
-
-        run_in_pool(remaining_rows, parameters.folder, parameters.csv_path, on_done=counted, on_failed=failed,
+        run_in_pool(remaining_rows, parameters.folder, parameters.csv_path, cancel,
+                    on_done=lambda remaining: answer(int(remaining)), on_failed=lambda _failure: answer(None),
                     context=self)
 
     def set_remaining(self, remaining: int | None) -> None:
@@ -579,6 +588,7 @@ class ScreeningView(QWidget):
             widget.setEnabled(not running)
         if running:
             self._count_generation += 1  # a count started before the run no longer applies
+            self._count_cancel[0].cancel()
             self.open_results_button.setVisible(False)
             self._reset_progress()
             self.progress_label.setText("starting…")

@@ -542,7 +542,7 @@ class ImageViewer(QWidget):
             return
         self._presets = window_presets(self._records[0])
         # Integer data (stored values through an integer rescale) gets an integer window readout.
-        self._integer_data = all(holds_integers(record.pixels) for record in self._records[:1])
+        self._integer_data = holds_integers(self._records[0].pixels)
         self.preset_box.blockSignals(True)
         self.preset_box.clear()
         self.preset_box.addItems(list(self._presets))

@@ -47,7 +47,7 @@ class ModelsStatus:
     error : str
         Why TensorFlow or the pack discovery failed; empty on success.
     load_seconds : float
-        Time spent importing TensorFlow and discovering packs.
+        Time spent choosing the device and discovering the packs (no pack is loaded then).
     """
 
     packs: tuple[Any, ...]
