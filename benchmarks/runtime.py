@@ -92,8 +92,12 @@ def main() -> int:
         tf_call = tf.function(lambda t, model=model: model(t, training=False), reduce_retracing=True)
         session = ort.InferenceSession(str(pack.path / "model.onnx"), session_options(),
                                        providers=["CPUExecutionProvider"])
+        def probability_of(output) -> np.ndarray:
+            """A classifier's output, or a segmentation pack's ``probability`` output (the slice score)."""
+            return np.asarray(output["probability"] if isinstance(output, dict) else output).reshape(-1)
+
         bare = {
-            "tensorflow": lambda t, f=tf_call: np.asarray(f(tf.constant(t))).reshape(-1),
+            "tensorflow": lambda t, f=tf_call: probability_of(f(tf.constant(t))),
             "onnxruntime": lambda t, s=session: s.run(["probability"], {"image": t})[0].reshape(-1),
         }
         if ov is not None:
@@ -102,7 +106,7 @@ def main() -> int:
             request = compiled.create_infer_request()
             output = compiled.output("probability")
             bare["openvino"] = lambda t, r=request, o=output: np.asarray(r.infer({0: t})[o]).reshape(-1)
-        reference = np.asarray(model(x, training=False)).reshape(-1)
+        reference = probability_of(model(x, training=False))
         for function in bare.values():  # warm-up
             function(x), function(x)
 

@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from asdesk import cli
@@ -145,6 +146,41 @@ def test_edited_model_bytes_in_a_bundled_pack_are_refused(install, capsys):
     document = models_json(capsys)
     assert KNEE not in [p["id"] for p in document["packs"]]
     assert "altered, swapped or damaged" in document["refused"][0]["reason"]
+
+
+def test_the_deployment_form_without_model_keras_is_pinned_loads_and_analyses(install):
+    """The installer ships packs without model.keras (ONNX Runtime runs model.onnx): still pinned, still usable."""
+    from asdesk.inference.onnx_engine import OnnxEngine, onnxruntime_available
+    from asdesk.io import read_image
+
+    bundled, _user = install
+    (bundled / KNEE / "model.keras").unlink()
+    pack = load_pack(bundled / KNEE, verify_hash=True)
+    assert pack.optional_files() == {"model.keras"} and pack.origin == "bundled"
+    assert [p.id for p in scan_packs(verify_hash=True).packs] == [KNEE]
+    if not onnxruntime_available():
+        pytest.skip("onnxruntime is not installed")
+    sample = next((REPO / "resources" / "samples").glob("*.png"))
+    (deployed,) = OnnxEngine(pack).infer([read_image(sample)])
+    (full,) = OnnxEngine(load_pack(MODELS / KNEE)).infer([read_image(sample)])
+    assert deployed.probability == pytest.approx(full.probability, abs=1e-7)
+    assert np.array_equal(deployed.heatmap, full.heatmap)
+    with pytest.raises(CardError, match="deployment form"):  # the TensorFlow runtime says why it cannot run it
+        InferenceEngine(pack).load()
+
+
+def test_only_model_keras_may_be_left_out_and_only_beside_an_onnx_model(install):
+    bundled, _user = install
+    (bundled / KNEE / "model.onnx").rename(bundled / "elsewhere.onnx")
+    with pytest.raises(CardError, match="no model.onnx"):
+        load_pack(bundled / KNEE, verify_hash=True)
+    (bundled / "elsewhere.onnx").rename(bundled / KNEE / "model.onnx")
+    card = json.loads((bundled / KNEE / "card.json").read_text(encoding="utf-8"))
+    del card["onnx"]
+    assert trust.optional_files(card) == frozenset()  # a Keras-only pack needs its model
+    (bundled / KNEE / "model.keras").write_bytes(b"damaged")
+    with pytest.raises(ModelHashMismatchError, match="model.keras has SHA-256"):  # present: still checked
+        load_pack(bundled / KNEE, verify_hash=True)
 
 
 def test_a_different_model_with_the_cards_hash_edited_is_refused(install, tiny_pack, capsys):

@@ -39,7 +39,7 @@ from asdesk.core import CardError
 from asdesk.core.logsetup import native_stderr_silenced
 from asdesk.inference.engine import InferenceEngine, _milliseconds
 from asdesk.inference.gradcam import HeatMapExplainer
-from asdesk.inference.pack import ModelPack
+from asdesk.inference.pack import MODEL_FILE, ModelPack
 
 LOGGER = logging.getLogger(__name__)
 
@@ -357,7 +357,7 @@ class OnnxEngine(InferenceEngine):
                 return self
             start = time.perf_counter()
             if self.verify_hash:
-                self.pack.verify_hash()
+                self.pack.verify_hash(skip=frozenset({MODEL_FILE}))  # ONNX Runtime never reads model.keras
             import onnxruntime as ort
 
             path = self.pack.path / str(self.onnx_block["file"])

@@ -54,6 +54,7 @@ from asdesk.inference.trust import (
     PackVerificationError,
     card_files,
     check_pins,
+    optional_files,
     require_signed,
     sha256_file,
     verify_files,
@@ -133,8 +134,18 @@ class ModelPack:
         """Every file the card lists, with its SHA-256 (:func:`asdesk.inference.trust.card_files`)."""
         return card_files(self.card.raw, str(self.card_path))
 
-    def verify_hash(self) -> str:
+    def optional_files(self) -> frozenset[str]:
+        """Files the pack may leave out: ``model.keras`` in the deployment form (:func:`trust.optional_files`)."""
+        return optional_files(self.card.raw)
+
+    def verify_hash(self, skip: frozenset[str] = frozenset()) -> str:
         """Check that ``model.keras`` and every other file the card lists have the SHA-256 the card states.
+
+        Parameters
+        ----------
+        skip : frozenset of str
+            Listed files not to hash (the ONNX engine skips ``model.keras``, which it never reads); the pins or
+            the signature still cover them through the card.
 
         Returns
         -------
@@ -148,7 +159,8 @@ class ModelPack:
         CardError
             A listed file is missing or unreadable.
         """
-        verify_files(self.path, self.files(), self.card.id, self.card.version)
+        files = {name: digest for name, digest in self.files().items() if name not in skip}
+        verify_files(self.path, files, self.card.id, self.card.version, self.optional_files())
         return self.card.sha256
 
 
@@ -233,8 +245,9 @@ def load_pack(path: str | Path, verify_hash: bool = True, origin: str | None = N
                 "ASDESK_REQUIRE_SIGNED_PACKS is set; get a signed pack from its publisher, or unset "
                 "ASDESK_REQUIRE_SIGNED_PACKS to use unsigned packs (marked 'user-installed, unsigned')")
     pack = ModelPack(path=folder, card=card, origin=origin, signer=signer)
+    optional = optional_files(card.raw)
     for name in files:
-        if not (folder / name).is_file():
+        if name not in optional and not (folder / name).is_file():
             raise CardError(f"model pack {card.id!r} at {folder}: no {name} beside {CARD_FILE}, which its card "
                             "lists; reinstall the pack")
     if verify_hash:

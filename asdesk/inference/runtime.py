@@ -87,8 +87,9 @@ def load_model(path: str | Path) -> Any:  # noqa: ANN401
     """
     path = Path(path)
     if not path.is_file():
-        raise CardError(f"{path}: model file not found; a model pack is a folder with model.keras and "
-                        "card.json: reinstall the pack")
+        raise CardError(f"{path}: model file not found. A pack installed with the desktop program is in its "
+                        "deployment form (model.onnx only, run by ONNX Runtime); the TensorFlow runtime needs "
+                        "model.keras: unset ASDESK_RUNTIME, or use the pack from a source checkout")
     import keras
 
     import asdesk.inference.stn_layers  # noqa: F401 - registers the Spatial Transformer's sampler layer

@@ -9,6 +9,13 @@ Files a card covers
 relative to the pack folder) and a ``"sha256"`` (e.g. ``card["content_gate"]``) names another file of the pack
 with its hash (:func:`card_files`); every one of them is checked, not only the model.
 
+Deployment form
+---------------
+A pack whose card lists an ONNX model (``card["onnx"]["file"]``) runs without ``model.keras``: the installer
+ships it without that file (TensorFlow is not in it either). ``model.keras`` is then the one file a pack may
+leave out (:func:`optional_files`); when it is present it is still checked. Every other listed file must be
+there and match.
+
 Bundled packs: pins
 -------------------
 The SHA-256 of each bundled pack's ``card.json`` bytes and of every file its card lists are part of the app
@@ -141,6 +148,26 @@ def card_files(card: Mapping[str, Any], source: str = CARD_FILE) -> dict[str, st
     return files
 
 
+def optional_files(card: Mapping[str, Any]) -> frozenset[str]:
+    """Files a pack may leave out: ``model.keras`` when the card lists an ONNX model (the deployment form).
+
+    Parameters
+    ----------
+    card : mapping
+        The card document (``ModelCard.raw``).
+
+    Returns
+    -------
+    frozenset of str
+        ``{"model.keras"}`` when ``card["onnx"]`` names a file, else empty: a pack without an ONNX model needs
+        its Keras model.
+    """
+    block = card.get("onnx")
+    if isinstance(block, Mapping) and isinstance(block.get("file"), str) and block["file"] != MODEL_FILE:
+        return frozenset({MODEL_FILE})
+    return frozenset()
+
+
 def _checked_hash(value: Any, field: str, source: str) -> str:  # noqa: ANN401
     text = str(value).lower()
     if len(text) != 64 or any(c not in "0123456789abcdef" for c in text):
@@ -158,7 +185,8 @@ def _checked_relative(value: str, field: str, source: str) -> str:
     return str(path)
 
 
-def verify_files(folder: Path, files: Mapping[str, str], pack_id: str, version: str) -> None:
+def verify_files(folder: Path, files: Mapping[str, str], pack_id: str, version: str,
+                 optional: frozenset[str] = frozenset()) -> None:
     """Check that every file a card lists has the SHA-256 the card states.
 
     Parameters
@@ -169,16 +197,20 @@ def verify_files(folder: Path, files: Mapping[str, str], pack_id: str, version: 
         From :func:`card_files`.
     pack_id, version : str
         Named in error messages.
+    optional : frozenset of str
+        Files that may be absent (:func:`optional_files`); checked when present.
 
     Raises
     ------
     ModelHashMismatchError
         A file differs from the one the card describes (altered, swapped or damaged).
     CardError
-        A file is missing or unreadable.
+        A file that is not optional is missing, or a file is unreadable.
     """
     for name, expected in files.items():
         path = folder / name
+        if name in optional and not path.exists():
+            continue
         try:
             actual = sha256_file(path)
         except FileNotFoundError as error:
@@ -222,7 +254,8 @@ def compute_pins(folder: str | Path) -> dict[str, str]:
     if not isinstance(document, dict):
         raise CardError(f"{card_path}: a card is a JSON object")
     files = card_files(document, str(card_path))
-    verify_files(folder, files, str(document.get("id", folder.name)), str(document.get("version", "?")))
+    verify_files(folder, files, str(document.get("id", folder.name)), str(document.get("version", "?")),
+                 optional_files(document))
     return {CARD_FILE: sha256_bytes(data), **dict(sorted(files.items()))}
 
 

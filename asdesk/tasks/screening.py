@@ -330,9 +330,10 @@ def screen_folder(
         n_found=found.n_images,
         n_files=len(items),
         n_ignored=found.ignored,
-        n_errors_before=sum(
+        n_errors_before=sum(  # by key: `item not in todo` compared every item with every other (quadratic)
             1 for item in items
-            if item not in todo and ScreeningCsv.key(item.path, item.frame) in errors_before
+            if ScreeningCsv.key(item.path, item.frame) in errors_before
+            and ScreeningCsv.key(item.path, item.frame) in done_keys
         ),
     )
     LOGGER.info(
@@ -378,17 +379,8 @@ def screen_folder(
                 if cancel is not None and cancel.cancelled:
                     summary.cancelled = True
                     break
-                batch = todo[start : start + batch_size]
-                _screen_batch(
-                    batch,
-                    cache,
-                    fixed_engine,
-                    operating_point,
-                    reports is not None,
-                    write_result,
-                    write_error,
-                    marker,
-                )
+                _screen_batch(todo[start : start + batch_size], cache, fixed_engine, operating_point,
+                              reports is not None, write_result, write_error, marker)
             if not summary.cancelled:
                 _write_study_rows(log, items, cache, retry_errors, summary)
     finally:
@@ -478,8 +470,23 @@ def _screen_batch(
     marker: DecodeMarker | None = None,
 ) -> None:
     """Read, route to engines, classify and write one batch; rows keep the batch's order."""
+    outcomes, groups = _read_batch(batch, cache, fixed_engine, marker)
+    _classify_and_write(batch, outcomes, groups, operating_point, gradcam, write_result, write_error)
+
+
+_Groups = dict[int, tuple["InferenceEngine", list[int], list[ImageRecord]]]
+
+
+def _read_batch(
+    batch: Sequence[ScanItem],
+    cache: EngineCache,
+    fixed_engine: InferenceEngine | None,
+    marker: DecodeMarker | None = None,
+) -> tuple[list[tuple[str, Any, Any]], _Groups]:
+    """Read one batch and route each image to its engine: per item an outcome (pending or error), and the
+    groups of records per engine, in batch order."""
     outcomes: list[tuple[str, Any, Any]] = [("pending", None, None)] * len(batch)
-    groups: dict[int, tuple[InferenceEngine, list[int], list[ImageRecord]]] = {}
+    groups: _Groups = {}
     for index, item in enumerate(batch):
         if not item.is_image:
             message = item.reason if item.kind == "skipped" else _message(ReadError(item.path, item.reason))
@@ -505,6 +512,19 @@ def _screen_batch(
         group = groups.setdefault(id(engine), (engine, [], []))
         group[1].append(index)
         group[2].append(record)
+    return outcomes, groups
+
+
+def _classify_and_write(
+    batch: Sequence[ScanItem],
+    outcomes: list[tuple[str, Any, Any]],
+    groups: _Groups,
+    operating_point: str | None,
+    gradcam: bool,
+    write_result: Callable[[ScanItem, AnalysisResult, InferenceEngine], None],
+    write_error: Callable[[ScanItem, str, ModelInfo | None], None],
+) -> None:
+    """Classify the groups :func:`_read_batch` made and write every item's row, in the batch's order."""
     for engine, indices, records in groups.values():
         for index, result in zip(
             indices, _classify_robustly(engine, records, operating_point, gradcam), strict=True
