@@ -82,6 +82,9 @@ def test_stir_series_gets_a_study_result_from_the_sij_pack(shared_data):
     assert {s.model.pack_id for s in result.slices} == {"sij-mri-stir-inflammation"}
     top3 = sorted((s.prediction.raw_probability for s in result.slices), reverse=True)[:3]
     assert result.study_probability == pytest.approx(float(np.mean(top3)), abs=1e-6)
+    # the slices show calibrated probabilities, the rule works on raw outputs: the rule text says which scale
+    assert any(abs(s.prediction.raw_probability - s.prediction.probability) > 0.01 for s in result.slices)
+    assert "uncalibrated slice outputs" in result.study_rule
     for analysis in result.slices:
         assert analysis.heatmap is not None and analysis.heatmap.shape == analysis.record.shape
 

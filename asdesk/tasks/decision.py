@@ -183,6 +183,12 @@ def study_decision(slices: Sequence[AnalysisResult], card: ModelCard) -> tuple[f
         text = rule.description or f"mean of the {rule.k} highest slice probabilities >= {rule.threshold:.3f}"
         if len(usable) < rule.k:
             text += f" (only {len(usable)} slice(s) were analysed: the mean of all of them was used)"
+        if any(r.prediction.raw_probability is not None
+               and abs(r.prediction.raw_probability - r.prediction.probability) > 1e-9 for r in usable):
+            # The slice probabilities shown are calibrated; the rule (and so the study score and its threshold)
+            # is defined on the model's uncalibrated outputs: say so beside the numbers, or they look inconsistent.
+            text += ("; the study score and its threshold are on the model's uncalibrated slice outputs (the "
+                     "slice probabilities shown are calibrated)")
         return score, prediction, text + note
     index = int(np.argmax(raw))
     prediction = judge(card, raw[index], None)
