@@ -43,6 +43,11 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input-size", type=int, default=224, help="model input height/width in pixels")
     parser.add_argument("--epochs", type=int, default=30, help="max epochs of the frozen-backbone phase")
     parser.add_argument("--fine-tune-epochs", type=int, default=0, help="max epochs of fine-tuning (0: none)")
+    parser.add_argument("--fine-tune-fraction", type=_fraction, default=0.3,
+                        help="fraction (0-1] of the backbone's layers, from the top, unfrozen when fine-tuning "
+                             "(1: all; BatchNormalization stays frozen)")
+    parser.add_argument("--fine-tune-learning-rate", type=float, default=1e-5,
+                        help="Adam learning rate of the fine-tuning phase")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--patience", type=int, default=5,
                         help="early-stopping patience in epochs (validation loss); ReduceLROnPlateau uses half")
@@ -86,3 +91,11 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset-name")
     parser.add_argument("--write-card", action="store_true",
                         help="replace the card's performance block with this evaluation")
+
+
+def _fraction(text: str) -> float:
+    """argparse type: a float in (0, 1]."""
+    value = float(text)
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
+    return value

@@ -87,6 +87,8 @@ def _config(args: argparse.Namespace) -> TrainConfig:
     weights = None if args.weights in (None, "", "none") else args.weights
     return TrainConfig(architecture=args.architecture, weights=weights, head_epochs=args.epochs,
                        fine_tune_epochs=args.fine_tune_epochs, batch_size=args.batch_size,
+                       fine_tune_fraction=getattr(args, "fine_tune_fraction", 0.3),
+                       fine_tune_learning_rate=getattr(args, "fine_tune_learning_rate", 1e-5),
                        patience=args.patience,
                        augment_copies=args.augment_copies, seed=args.seed,
                        augmentation=Augmentation(horizontal_flip=args.horizontal_flip),
@@ -455,7 +457,9 @@ def build_card(args: argparse.Namespace, spec: list[dict[str, Any]], shape: tupl
         "performance": performance,
         "training": {
             "protocol": protocol,
-            "optimizer": "Adam", "learning_rate": 1e-4, "fine_tune_learning_rate": 1e-5,
+            "optimizer": "Adam", "learning_rate": 1e-4,
+            "fine_tune_learning_rate": getattr(args, "fine_tune_learning_rate", 1e-5),
+            "fine_tune_fraction": getattr(args, "fine_tune_fraction", 0.3),
             "batch_size": args.batch_size, "max_epochs": args.epochs, "fine_tune_max_epochs": args.fine_tune_epochs,
             "early_stopping": f"validation loss, patience {args.patience}", "dropout": 0.5, "augmentation":
                 "rotation ±10°, shift ±10%, zoom ±10%, brightness/contrast ±10%"
