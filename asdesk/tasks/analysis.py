@@ -453,13 +453,7 @@ def analyze_path(
     CancelledError
         ``cancel`` was set.
     """
-    started = time.perf_counter()
-    records, errors, is_series = read_path(path, progress=progress, cancel=cancel)
-    read_ms = (time.perf_counter() - started) * 1000.0 / max(1, len(records))
-    for error in errors:
-        LOGGER.warning("not analysed: %s", error)
-    _check(cancel)
-    cache = engines or default_engines()
+    records, errors, is_series, read_ms, cache = _read_for_analysis(path, progress, cancel, engines)
     engine = cache.select(records[0], model_id)
     return _analyze_read(path, records, errors, is_series, read_ms, engine, operating_point, gradcam, progress,
                          cancel, force)
@@ -498,13 +492,7 @@ def analyze_path_each(
     """
     from asdesk.tasks.gates import packs_for_each
 
-    started = time.perf_counter()
-    records, errors, is_series = read_path(path, progress=progress, cancel=cancel)
-    read_ms = (time.perf_counter() - started) * 1000.0 / max(1, len(records))
-    for error in errors:
-        LOGGER.warning("not analysed: %s", error)
-    _check(cancel)
-    cache = engines or default_engines()
+    records, errors, is_series, read_ms, cache = _read_for_analysis(path, progress, cancel, engines)
     if model_id:
         chosen = [cache.select(records[0], model_id)]
     else:
@@ -512,6 +500,20 @@ def analyze_path_each(
         chosen = [cache.engine_for_pack(pack) for pack in packs_for_each(records[0].metadata, packs)]
     return [_analyze_read(path, records, errors, is_series, read_ms, engine, operating_point, gradcam, progress,
                           cancel, force) for engine in chosen]
+
+
+def _read_for_analysis(path: str | Path, progress: ProgressSink | None, cancel: CancelToken | None,
+                       engines: EngineCache | None,
+                       ) -> tuple[list[ImageRecord], list[str], bool, float, EngineCache]:
+    """The first half of :func:`analyze_path`: read the path (records, errors, whether it is a series), the
+    reading time per image in ms, and the engine cache to use."""
+    started = time.perf_counter()
+    records, errors, is_series = read_path(path, progress=progress, cancel=cancel)
+    read_ms = (time.perf_counter() - started) * 1000.0 / max(1, len(records))
+    for error in errors:
+        LOGGER.warning("not analysed: %s", error)
+    _check(cancel)
+    return list(records), list(errors), is_series, read_ms, engines or default_engines()
 
 
 def _analyze_read(path: str | Path, records: Sequence[ImageRecord], errors: Sequence[str], is_series: bool,
