@@ -149,11 +149,12 @@ def _with_rawmode(tile: ImageFile._Tile, rawmode: str) -> ImageFile._Tile:
 
 
 def _sixteen_bit_colour(content: bytes, image: Image.Image) -> np.ndarray:
-    """The 16-bit samples of a 16-bit colour image (RGB, RGBA, gray + alpha) that Pillow opens as 8-bit.
+    """The 16-bit samples of a 16-bit colour image (RGB, RGBA) that Pillow opens as 8-bit.
 
     Pillow keeps only the high byte of each sample. Its decoders (PNG defiltering, TIFF strips) work on
     whole pixels, so decoding the same data a second time with the raw mode of the opposite byte order
-    gives the low bytes: ``(high << 8) | low`` is the stored value.
+    gives the low bytes: ``(high << 8) | low`` is the stored value. (16-bit gray + alpha has no such raw mode
+    in Pillow: those rare files are refused as undecodable, where OpenCV read them.)
     """
     high = np.asarray(image)
     with Image.open(io.BytesIO(content)) as again:
@@ -168,7 +169,7 @@ def _stored_array(content: bytes, image: Image.Image) -> np.ndarray:
     mode = image.mode
     rawmodes = [_rawmode(tile) for tile in image.tile]  # before decoding, which empties ``tile``
     sixteen = bool(rawmodes) and all(";16" in rawmode for rawmode in rawmodes)
-    if sixteen and mode in ("RGB", "RGBA", "LA"):
+    if sixteen and mode in ("RGB", "RGBA", "LA"):  # LA: raises (no low-byte raw mode), see above
         pixels = _sixteen_bit_colour(content, image)
     elif mode == "1":
         pixels = np.asarray(image.convert("L"))  # 0 / 255, as OpenCV expands 1-bit images
