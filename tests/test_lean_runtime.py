@@ -1,5 +1,6 @@
-"""The analysis path needs no TensorFlow: ``asdesk analyze``, ``screen``, the window's modules and ``--self-test``
-run a pack with ``model.onnx`` in ONNX Runtime, checked in a fresh interpreter (``sys.modules``)."""
+"""The analysis path needs no TensorFlow and no OpenCV: ``asdesk analyze``, ``screen``, the window's modules and
+``--self-test`` run a pack with ``model.onnx`` in ONNX Runtime, checked in a fresh interpreter (``sys.modules``).
+OpenCV (``cv2``) is for training and tests only: the installer leaves it out."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from tests.conftest import REPO
 
 pytest.importorskip("onnxruntime", reason="needs onnxruntime (a runtime dependency)")
 
-TRAINING_ONLY = ("tensorflow", "keras", "tf2onnx", "onnx")
+TRAINING_ONLY = ("tensorflow", "keras", "tf2onnx", "onnx", "cv2")
 
 SCRIPT = """
 import json, sys
@@ -38,7 +39,7 @@ def _run(tmp_path: Path, *arguments: str) -> dict:
     return json.loads(lines[-1][len("MODULES "):]) | {"stdout": done.stdout}
 
 
-def test_analyze_of_the_bundled_sample_imports_no_tensorflow(tmp_path):
+def test_analyze_of_the_bundled_sample_imports_no_tensorflow_nor_opencv(tmp_path):
     result = _run(tmp_path, "analyze", "--json", "-q")
     assert result["status"] == 0
     document = json.loads(next(line for line in result["stdout"].splitlines() if line.startswith("{")))
@@ -47,7 +48,7 @@ def test_analyze_of_the_bundled_sample_imports_no_tensorflow(tmp_path):
     assert result["loaded"] == [], f"the analysis imported {result['loaded']}"
 
 
-def test_screen_and_self_test_import_no_tensorflow(tmp_path):
+def test_screen_and_self_test_import_no_tensorflow_nor_opencv(tmp_path):
     folder = tmp_path / "folder"
     folder.mkdir()
     for sample in (REPO / "resources" / "samples").glob("*.png"):

@@ -31,8 +31,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import cv2
 import numpy as np
+
+from asdesk.preprocess.kernels import resize
 
 
 def _layer_names(model: Any) -> list[str]:  # noqa: ANN401
@@ -273,7 +274,7 @@ def upsample_and_normalise(cams: np.ndarray, size: tuple[int, int]) -> np.ndarra
     out = np.zeros((cams.shape[0], height, width), dtype=np.float32)
     for index, cam in enumerate(cams):
         cam = np.nan_to_num(cam.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
-        resized = cv2.resize(cam, (width, height), interpolation=cv2.INTER_LINEAR)
+        resized = resize(cam, height, width, "linear")
         resized = np.maximum(resized, 0.0)
         peak = float(resized.max()) if resized.size else 0.0
         if peak > 0.0:
@@ -311,8 +312,8 @@ def map_on_image(cam: np.ndarray, geometry: Any, normalise: bool = True) -> np.n
         grid = upsample_and_normalise(np.asarray(cam, dtype=np.float32)[None], (height, width))[0]
     else:
         values = np.nan_to_num(np.asarray(cam, dtype=np.float32), nan=0.0, posinf=1.0, neginf=0.0)
-        grid = np.clip(cv2.resize(values, (width, height), interpolation=cv2.INTER_LINEAR)
-                       if values.shape != (height, width) else values, 0.0, 1.0)
+        grid = np.clip(resize(values, height, width, "linear") if values.shape != (height, width) else values,
+                       0.0, 1.0)
     top, left, bottom, right = geometry.content_box
     inside = np.zeros_like(grid)
     inside[top:bottom, left:right] = grid[top:bottom, left:right]

@@ -1,26 +1,19 @@
 """Heat maps → colours: a colour-mapped RGBA layer to draw over an image, and a flat blend for reports.
 
-All outputs are in **RGB(A)** channel order (OpenCV's colour maps produce BGR; it is converted here), ready
-for Qt (``QImage.Format_RGBA8888``), pyqtgraph and PNG writers that expect RGB.
+All outputs are in **RGB(A)** channel order, ready for Qt (``QImage.Format_RGBA8888``), pyqtgraph and PNG
+writers that expect RGB. The colour maps are OpenCV's (``cv2.applyColorMap``), as 256-entry tables in
+:mod:`asdesk.inference.colormaps`, so colouring needs no OpenCV.
 """
 
 from __future__ import annotations
 
 import functools
 
-import cv2
 import numpy as np
 
-_COLORMAPS = {
-    "jet": cv2.COLORMAP_JET,
-    "turbo": cv2.COLORMAP_TURBO,
-    "inferno": cv2.COLORMAP_INFERNO,
-    "magma": cv2.COLORMAP_MAGMA,
-    "plasma": cv2.COLORMAP_PLASMA,
-    "viridis": cv2.COLORMAP_VIRIDIS,
-    "hot": cv2.COLORMAP_HOT,
-    "bone": cv2.COLORMAP_BONE,
-}
+from asdesk.inference.colormaps import NAMES, colormap_rgb
+
+_COLORMAPS = frozenset(NAMES)
 
 
 def _heat_uint8(heatmap: np.ndarray) -> np.ndarray:
@@ -48,7 +41,7 @@ def colourise(heatmap: np.ndarray, colormap: str = "jet") -> np.ndarray:
     Returns
     -------
     numpy.ndarray
-        uint8 (H, W, 3) in **RGB** order (``cv2.applyColorMap`` returns BGR; the channels are reversed).
+        uint8 (H, W, 3) in **RGB** order: the colours of ``cv2.applyColorMap`` (which returns BGR).
 
     Raises
     ------
@@ -57,8 +50,7 @@ def colourise(heatmap: np.ndarray, colormap: str = "jet") -> np.ndarray:
     """
     if colormap not in _COLORMAPS:
         raise ValueError(f"unknown colour map {colormap!r}; use one of {sorted(_COLORMAPS)}")
-    bgr = cv2.applyColorMap(_heat_uint8(heatmap), _COLORMAPS[colormap])
-    return np.ascontiguousarray(bgr[:, :, ::-1])
+    return colormap_rgb(colormap)[_heat_uint8(heatmap)]
 
 
 def overlay_rgba(heatmap: np.ndarray, alpha: float = 0.45, colormap: str = "jet",
@@ -105,7 +97,7 @@ def overlay_rgba(heatmap: np.ndarray, alpha: float = 0.45, colormap: str = "jet"
 def _rgba_table(colormap: str, alpha: float, floor: float) -> np.ndarray:
     """uint8 (256, 4): the RGBA of each quantised heat level (colour map, opacity ramp above ``floor``)."""
     levels = np.arange(256, dtype=np.uint8)[:, None]
-    rgb = cv2.applyColorMap(levels, _COLORMAPS[colormap])[:, 0, ::-1]
+    rgb = colormap_rgb(colormap)
     heat = levels[:, 0].astype(np.float32) / 255.0
     opacity = np.clip((heat - floor) / (1.0 - floor), 0.0, 1.0) * (alpha * 255.0)
     table = np.empty((256, 4), dtype=np.uint8)

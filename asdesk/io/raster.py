@@ -1,21 +1,23 @@
 """Read PNG, JPEG, TIFF and BMP images (8- or 16-bit, grayscale or colour) into :class:`ImageRecord`.
 
 A raster radiograph is already windowed by whoever exported it, so ``display`` is the stored value over
-the largest value of its type (255 or 65535), never a min-max stretch. Decoding goes through OpenCV
-(``IMREAD_ANYDEPTH | IMREAD_ANYCOLOR``: keeps 16-bit data, expands palettes, drops alpha, applies the EXIF
-orientation); bytes are read by numpy so that non-ASCII Windows paths work.
+the largest value of its type (255 or 65535), never a min-max stretch. Decoding goes through Pillow and gives
+what OpenCV's ``cv2.imdecode(..., IMREAD_ANYDEPTH | IMREAD_ANYCOLOR)`` gave (asdesk's decoder until the analysis
+runtime dropped OpenCV; ``tests/test_kernels.py`` compares the two): 16-bit data kept (16-bit colour too, which
+Pillow itself narrows to 8 bits: see :func:`_sixteen_bit_colour`), palettes expanded, alpha dropped, 1-bit
+images as 0/255, the EXIF orientation applied. Bytes are read by numpy so that non-ASCII Windows paths work.
 """
 
 from __future__ import annotations
 
 import io
+import sys
 import warnings
 import zlib
 from pathlib import Path
 
-import cv2
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageFile
 
 from asdesk.core.errors import NotAnImageError, ReadError, TruncatedFileError
 from asdesk.core.records import ImageMetadata, ImageRecord
@@ -121,6 +123,100 @@ def _check_png_data(path: Path, content: bytes, width: int, height: int) -> None
         )
 
 
+#: Pillow raw modes of 16-bit samples: the suffix naming the byte order, and the one naming the other order.
+_OTHER_BYTE = {"B": "L", "L": "B", "N": "B" if sys.byteorder == "little" else "L"}
+
+#: EXIF orientation (tag 0x0112) -> how to turn the stored array upright (EXIF 2.32, sec. 4.6.5; OpenCV's
+#: ``ApplyExifOrientation``). 1 and unknown values: as stored.
+_ORIENT = {
+    2: lambda a: a[:, ::-1],  # mirrored left-right
+    3: lambda a: a[::-1, ::-1],  # rotated 180
+    4: lambda a: a[::-1],  # mirrored top-bottom
+    5: lambda a: a.swapaxes(0, 1),  # transposed
+    6: lambda a: np.rot90(a, -1),  # rotate 90 clockwise to view
+    7: lambda a: a[::-1, ::-1].swapaxes(0, 1),  # transversed
+    8: lambda a: np.rot90(a, 1),  # rotate 90 counter-clockwise to view
+}
+
+
+def _rawmode(tile: ImageFile._Tile) -> str:
+    return tile.args if isinstance(tile.args, str) else str(tile.args[0])
+
+
+def _with_rawmode(tile: ImageFile._Tile, rawmode: str) -> ImageFile._Tile:
+    args = rawmode if isinstance(tile.args, str) else (rawmode, *tile.args[1:])
+    return tile._replace(args=args)
+
+
+def _sixteen_bit_colour(content: bytes, image: Image.Image) -> np.ndarray:
+    """The 16-bit samples of a 16-bit colour image (RGB, RGBA) that Pillow opens as 8-bit.
+
+    Pillow keeps only the high byte of each sample. Its decoders (PNG defiltering, TIFF strips) work on
+    whole pixels, so decoding the same data a second time with the raw mode of the opposite byte order
+    gives the low bytes: ``(high << 8) | low`` is the stored value. (16-bit gray + alpha has no such raw mode
+    in Pillow: those rare files are refused as undecodable, where OpenCV read them.)
+    """
+    high = np.asarray(image)
+    with Image.open(io.BytesIO(content)) as again:
+        tiles = again.tile
+        again.tile = [_with_rawmode(tile, _rawmode(tile)[:-1] + _OTHER_BYTE[_rawmode(tile)[-1]]) for tile in tiles]
+        low = np.asarray(again)
+    return (high.astype(np.uint16) << 8) | low
+
+
+def _stored_array(content: bytes, image: Image.Image) -> np.ndarray:
+    """The stored samples of an opened image: (H, W) gray or (H, W, 3) RGB, alpha dropped."""
+    mode = image.mode
+    rawmodes = [_rawmode(tile) for tile in image.tile]  # before decoding, which empties ``tile``
+    sixteen = bool(rawmodes) and all(";16" in rawmode for rawmode in rawmodes)
+    if sixteen and mode in ("RGB", "RGBA", "LA"):  # LA: raises (no low-byte raw mode), see above
+        pixels = _sixteen_bit_colour(content, image)
+    elif mode == "1":
+        pixels = np.asarray(image.convert("L"))  # 0 / 255, as OpenCV expands 1-bit images
+    elif mode.startswith("I;16"):
+        pixels = np.asarray(image).astype(np.uint16)  # native byte order
+    elif mode in ("L", "I", "F", "LA", "RGB", "RGBA", "RGBX"):
+        pixels = np.asarray(image)
+    elif mode == "CMYK":
+        pixels = _cmyk_to_rgb(np.asarray(image), image.format or "", rawmodes[0] if rawmodes else "")
+    else:  # palettes (P, PA) and anything else with colour: expanded to RGB
+        pixels = np.asarray(image.convert("RGB"))
+    if pixels.ndim == 3:
+        pixels = pixels[:, :, 0] if pixels.shape[2] <= 2 else pixels[:, :, :3]  # gray + alpha, RGB(A)
+    return pixels
+
+
+def _cmyk_to_rgb(cmyk: np.ndarray, fmt: str, rawmode: str) -> np.ndarray:
+    """CMYK to RGB as OpenCV's decoders did: JPEG through OpenCV's ``icvCvt_CMYK2BGR_8u_C4C3R`` on the stored
+    values (``R = K - ((255 - C) * K >> 8)``; Adobe JPEGs store ``255 -`` Pillow's values), TIFF through
+    libtiff's ``TIFFReadRGBA`` (``R = (255 - C) * (255 - K) // 255``)."""
+    values = cmyk.astype(np.int32)
+    if fmt == "JPEG":
+        stored = 255 - values if rawmode == "CMYK;I" else values
+        k = stored[:, :, 3]
+        rgb = [k - (((255 - stored[:, :, i]) * k) >> 8) for i in range(3)]
+    else:
+        rgb = [(255 - values[:, :, i]) * (255 - values[:, :, 3]) // 255 for i in range(3)]
+    return np.dstack(rgb).astype(np.uint8)
+
+
+def _decode(content: bytes) -> np.ndarray:
+    """Decode raster bytes as OpenCV's ``imdecode(IMREAD_ANYDEPTH | IMREAD_ANYCOLOR)`` did, in RGB order.
+
+    Returns
+    -------
+    numpy.ndarray
+        (H, W) or (H, W, 3) RGB; uint8, uint16, int32 or float32 as stored; upright (EXIF orientation).
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with Image.open(io.BytesIO(content)) as image:
+            pixels = _stored_array(content, image)
+            orientation = image.getexif().get(0x0112)  # after decoding: a PNG's eXIf chunk may follow its data
+    turn = _ORIENT.get(orientation) if isinstance(orientation, int) else None
+    return np.ascontiguousarray(turn(pixels) if turn else pixels)
+
+
 def _display(pixels: np.ndarray, dtype: np.dtype) -> np.ndarray:
     """Stored value / largest value of the stored type; float images are shown as they are if in [0, 1]."""
     if np.issubdtype(dtype, np.integer):
@@ -156,7 +252,7 @@ def read_raster(path: str | Path) -> ImageRecord:
     Raises
     ------
     NotAnImageError
-        Empty file, no supported signature, a header Pillow cannot read, or a file OpenCV cannot decode.
+        Empty file, no supported signature, a header Pillow cannot read, or data it cannot decode.
     TruncatedFileError
         A PNG without IEND or a JPEG without an end-of-image marker.
     ReadError
@@ -179,22 +275,18 @@ def read_raster(path: str | Path) -> ImageRecord:
     _check_complete(path, content, fmt)
     width, height = header_size(path, content.tobytes(), fmt)
     try:
-        image = cv2.imdecode(content, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
-    except BaseException as error:  # noqa: BLE001 - cv2.error, or anything a native codec raises
+        image = _decode(content.tobytes())
+    except BaseException as error:  # noqa: BLE001 - Pillow's errors, or anything a native codec raises
         if must_propagate(error):
             raise
         image = None
     if image is None or image.size == 0:
         raise NotAnImageError(path, f"the {fmt} data cannot be decoded; the file is damaged or uses an "
                                     "unsupported variant: re-export it as 8- or 16-bit PNG")
-    if image.ndim == 3:
-        if image.shape[2] == 4:
-            image = image[:, :, :3]
-        image = image[:, :, ::-1]  # OpenCV gives BGR
-        if image.shape[2] == 1 or (
-            np.array_equal(image[:, :, 0], image[:, :, 1]) and np.array_equal(image[:, :, 0], image[:, :, 2])
-        ):
-            image = image[:, :, 0]
+    if image.ndim == 3 and (
+        np.array_equal(image[:, :, 0], image[:, :, 1]) and np.array_equal(image[:, :, 0], image[:, :, 2])
+    ):
+        image = image[:, :, 0]
     if image.shape[:2] != (height, width) and image.shape[:2] != (width, height):  # EXIF may rotate
         raise ReadError(path, f"the {fmt} header says {width} x {height} pixels but {image.shape[1]} x "
                               f"{image.shape[0]} were decoded: the file is damaged")

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-import cv2
 import numpy as np
+
+from asdesk.preprocess.kernels import resize
 
 
 @dataclass(frozen=True)
@@ -67,13 +68,12 @@ class Geometry:
             float32 (H, W) at ``image_shape``; zero outside the cropped region.
         """
         h, w = self.array_shape
-        grid = cv2.resize(values.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
+        grid = resize(values, h, w, "linear")
         ct, cl, cb, cr = self.content_box
         content = grid[ct:cb, cl:cr]
         top, left, bottom, right = self.crop_box
         out = np.zeros(self.image_shape, dtype=np.float32)
         if content.size == 0 or bottom <= top or right <= left:
             return out
-        out[top:bottom, left:right] = cv2.resize(content, (right - left, bottom - top),
-                                                 interpolation=cv2.INTER_LINEAR)
+        out[top:bottom, left:right] = resize(content, bottom - top, right - left, "linear")
         return out

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 
 from asdesk.core import ImageRecord, PreprocessError
+from asdesk.preprocess import kernels
 from asdesk.preprocess.geometry import Geometry
 
 # ITU-R BT.601 luma weights, the ones OpenCV and PIL use for RGB → gray.
@@ -173,7 +173,10 @@ class CropMillimetres:
 
 @dataclass(frozen=True)
 class Clahe:
-    """Contrast Limited Adaptive Histogram Equalisation (Zuiderveld, Graphics Gems IV, 1994), via OpenCV.
+    """Contrast Limited Adaptive Histogram Equalisation (Zuiderveld, Graphics Gems IV, 1994), as OpenCV's.
+
+    Computed by :func:`asdesk.preprocess.kernels.clahe`, bit-exact with ``cv2.createCLAHE(clip_limit,
+    (columns, rows)).apply``.
 
     The CLAHE + VGG16 MRI reference applies it before the CNN.
 
@@ -194,18 +197,20 @@ class Clahe:
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         """Return float32 (H, W) in [0, 1]; the input is quantised to 8 bits first."""
-        clahe = cv2.createCLAHE(clipLimit=float(self.clip_limit),
-                                tileGridSize=(int(self.tile_grid[1]), int(self.tile_grid[0])))
-        return clahe.apply(_as_uint8(image)).astype(np.float32) / 255.0
+        out = kernels.clahe(_as_uint8(image), float(self.clip_limit), (int(self.tile_grid[0]), int(self.tile_grid[1])))
+        return out.astype(np.float32) / 255.0
 
 
 @dataclass(frozen=True)
 class HistogramEqualisation:
-    """Global histogram equalisation (as in the cervical foraminal-stenosis reference), via OpenCV."""
+    """Global histogram equalisation (as in the cervical foraminal-stenosis reference), as OpenCV's.
+
+    Computed by :func:`asdesk.preprocess.kernels.equalize_hist`, bit-exact with ``cv2.equalizeHist``.
+    """
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         """Return float32 (H, W) in [0, 1]; the input is quantised to 8 bits first."""
-        return cv2.equalizeHist(_as_uint8(image)).astype(np.float32) / 255.0
+        return kernels.equalize_hist(_as_uint8(image)).astype(np.float32) / 255.0
 
 
 @dataclass(frozen=True)
@@ -261,9 +266,9 @@ class Resize:
 
 
 def _resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """OpenCV's ``INTER_AREA`` when either axis shrinks (both may not), else ``INTER_LINEAR``."""
     shrinking = height < image.shape[0] or width < image.shape[1]
-    interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
-    return cv2.resize(image.astype(np.float32), (width, height), interpolation=interpolation)
+    return kernels.resize(image, height, width, "area" if shrinking else "linear")
 
 
 # ImageNet statistics used by keras.applications' "caffe" and "torch" preprocessing modes.
