@@ -58,3 +58,24 @@ if [[ $status -ne 0 ]]; then
 fi
 version_line="$("$program" --version)"
 log "OK: $version_line in $program"
+
+# The frozen program must judge like the source install: the bundled sample's probability to 1e-5 (issue 10).
+compare_home="$(mktemp -d)"
+frozen_json="$(ASDESK_HOME="$compare_home" QT_QPA_PLATFORM=offscreen "$program" analyze --json 2>/dev/null | head -n 1)"
+source_json="$(ASDESK_HOME="$compare_home" "$PYTHON" -m asdesk analyze --json 2>/dev/null | head -n 1)"
+rm -rf "$compare_home"
+if ! "$PYTHON" - "$frozen_json" "$source_json" <<'PY'
+import json
+import sys
+
+frozen, source = (json.loads(text)["images"][0] for text in sys.argv[1:3])
+difference = abs(frozen["probability"] - source["probability"])
+print(f"build.sh: bundled sample: frozen probability {frozen['probability']:.6f}, source install "
+      f"{source['probability']:.6f} (|difference| {difference:.1e}); finding {frozen['finding']!r}", file=sys.stderr)
+sys.exit(0 if difference <= 1e-5 and frozen["finding"] == source["finding"] else 1)
+PY
+then
+    log "the frozen program's result differs from the source install's"
+    exit 1
+fi
+log "bundle size: $(du -sb "$ROOT/dist/asdesk" 2>/dev/null | cut -f1) bytes"

@@ -25,7 +25,6 @@ LIBRARIES: tuple[tuple[str, str, str], ...] = (
     ("pyqtgraph", "image viewer and plots", "MIT"),
     ("onnxruntime", "model runtime (model.onnx)", "MIT"),
     ("numpy", "arrays", "BSD-3-Clause"),
-    ("opencv-python-headless", "CLAHE, resizing", "Apache-2.0 (OpenCV), MIT (wrapper)"),
     ("pydicom", "DICOM reading", "MIT"),
     ("highdicom", "DICOM export: Secondary Capture and Structured Report", "MIT"),
     ("pylibjpeg", "DICOM decoder framework", "MIT"),
