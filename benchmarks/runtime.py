@@ -93,8 +93,9 @@ def main() -> int:
         session = ort.InferenceSession(str(pack.path / "model.onnx"), session_options(),
                                        providers=["CPUExecutionProvider"])
         def probability_of(output) -> np.ndarray:
-            """A classifier's output, or a segmentation pack's ``probability`` output (the slice score)."""
-            return np.asarray(output["probability"] if isinstance(output, dict) else output).reshape(-1)
+            """A classifier's output, or a segmentation pack's slice score (Keras ``slice_score``, exported to
+            ONNX as ``probability``)."""
+            return np.asarray(output["slice_score"] if isinstance(output, dict) else output).reshape(-1)
 
         bare = {
             "tensorflow": lambda t, f=tf_call: probability_of(f(tf.constant(t))),

@@ -292,3 +292,31 @@ def test_damaged_data_is_refused_as_before(tmp_path):
     (tmp_path / "broken.jpg").write_bytes(broken)
     with pytest.raises(NotAnImageError, match="damaged"):
         read_image(tmp_path / "broken.jpg")
+
+
+def test_a_png_size_comes_from_its_ihdr_and_a_damaged_ihdr_is_refused(tmp_path):
+    """The PNG header is read at its fixed place (no parser); a header whose CRC fails goes to Pillow, which
+    refuses it, and a size edit with a valid CRC is caught by the image-data check."""
+    import struct
+    import zlib
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.arange(37 * 53, dtype=np.uint32).reshape(37, 53).astype(np.uint8)).save(buffer, "PNG")
+    good = buffer.getvalue()
+    assert read_image(_write(tmp_path / "good.png", good)).shape == (37, 53)
+
+    bad_crc = bytearray(good)
+    bad_crc[29] ^= 0xFF
+    with pytest.raises(NotAnImageError, match="header cannot be read"):
+        read_image(_write(tmp_path / "crc.png", bytes(bad_crc)))
+
+    edited = bytearray(good)
+    edited[20:24] = struct.pack(">I", 36)  # one row fewer, CRC made valid again
+    edited[29:33] = struct.pack(">I", zlib.crc32(bytes(edited[12:29])))
+    with pytest.raises(ReadError, match="more image data"):
+        read_image(_write(tmp_path / "height.png", bytes(edited)))
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
