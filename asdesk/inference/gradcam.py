@@ -84,16 +84,24 @@ def _sigmoid_head(model: Any) -> tuple[Any, Any] | None:  # noqa: ANN401
 
 
 class HeatMapExplainer:
-    """What the engines ask of an explainer; :class:`GradCam` (TensorFlow) and
-    :class:`asdesk.inference.onnx_engine.CamExplainer` (ONNX Runtime) implement :meth:`raw_with_features` and
-    ``_check``, and share :meth:`raw` and :meth:`__call__`."""
+    """What the engines ask of an explainer; :class:`GradCam` (TensorFlow) and the ONNX Runtime explainers of
+    :mod:`asdesk.inference.onnx_engine` implement :meth:`raw_with_features`, and share :meth:`raw`,
+    :meth:`__call__` and the input check (for a model input of shape :attr:`input_shape`)."""
+
+    #: (h, w, 3) of the model input.
+    input_shape: tuple[int, ...] = ()
 
     def raw_with_features(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Probabilities (N,), un-normalised maps (N, h', w') and pooled features (N, C), float32."""
         raise NotImplementedError
 
     def _check(self, batch: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
+        """``batch`` as float32 (N, h, w, 3); ValueError when it does not match :attr:`input_shape`."""
+        images = np.asarray(batch, dtype=np.float32)
+        if images.ndim != 4 or images.shape[1:] != tuple(self.input_shape):
+            raise ValueError(f"heat-map input must be a batch (N, h, w, 3) matching the model input "
+                             f"{('N', *self.input_shape)}; got shape {images.shape}")
+        return images
 
     def raw(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Probabilities and the un-normalised maps at the layer's resolution.

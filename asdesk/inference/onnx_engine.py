@@ -218,13 +218,6 @@ class CamExplainer(HeatMapExplainer):
         self.kernel = np.asarray(kernel, dtype=np.float32)
         self.input_shape = tuple(int(d) for d in input_shape)
 
-    def _check(self, batch: np.ndarray) -> np.ndarray:
-        images = np.asarray(batch, dtype=np.float32)
-        if images.ndim != 4 or images.shape[1:] != self.input_shape:
-            raise ValueError(f"CAM input must be a batch (N, h, w, 3) matching the model input "
-                             f"{('N', *self.input_shape)}; got shape {images.shape}")
-        return images
-
     def raw_with_features(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Probabilities, un-normalised maps and pooled features in one forward pass.
 
@@ -267,8 +260,6 @@ class MapExplainer(HeatMapExplainer):
     def __init__(self, run: Any, input_shape: tuple[int, ...]) -> None:  # noqa: ANN401
         self._run = run
         self.input_shape = tuple(int(d) for d in input_shape)
-
-    _check = CamExplainer._check
 
     def raw_with_features(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Slice scores (N,), oedema probability maps float32 (N, h, w) in [0, 1] and pooled features (N, C).
