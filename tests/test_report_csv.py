@@ -102,6 +102,54 @@ def test_each_row_is_on_disk_before_the_log_is_closed(tmp_path):
     log.close()                                                 # idempotent
 
 
+def test_batched_sync_flushes_every_row_at_once_and_fsyncs_once_per_batch(tmp_path, monkeypatch):
+    """Group commit: each row reaches the OS (another reader sees it) as it is written; the disk sync is one
+    ``fsync`` per :meth:`sync` call (per screening batch) and one at close, not one per row."""
+    from asdesk.report import csvlog
+
+    calls = []
+    real = os.fsync
+    monkeypatch.setattr(csvlog.os, "fsync", lambda fd: (calls.append(fd), real(fd))[1])
+    log_path = tmp_path / "screen.csv"
+    files = knee_files(5)
+    log = ScreeningCsv(log_path, sync_each_row=False)
+    try:
+        for path in files[:3]:
+            log.write_result(knee_result(path, 0.4))
+            assert len(ScreeningCsv.completed(log_path)) == files.index(path) + 1  # visible at once
+        assert calls == []
+        log.sync()
+        log.sync()  # nothing new: no second fsync
+        assert len(calls) == 1
+        for path in files[3:]:
+            log.write_result(knee_result(path, 0.6))
+    finally:
+        log.close()
+    assert len(calls) == 2 and len(ScreeningCsv.completed(log_path)) == 5
+    with ScreeningCsv(log_path) as each:  # the default: one fsync per row
+        each.write_result(knee_result(knee_files(6)[5], 0.1))
+    assert len(calls) == 3
+
+
+def test_screening_fsyncs_once_per_batch(tmp_path, tiny_pack, monkeypatch):
+    from conftest import TINY_PACK_ID
+
+    from asdesk.report import csvlog
+    from asdesk.tasks import EngineCache, screen_folder
+
+    calls = []
+    real = os.fsync
+    monkeypatch.setattr(csvlog.os, "fsync", lambda fd: (calls.append(fd), real(fd))[1])
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for index, path in enumerate(knee_files(10)):
+        (folder / f"{index:02d}-{path.name}").write_bytes(path.read_bytes())
+    summary = screen_folder(folder, tmp_path / "s.csv", model_id=TINY_PACK_ID, batch_size=4,
+                            engines=EngineCache([tiny_pack.path.parent]))
+    assert summary.n_done == 10 and len(ScreeningCsv.completed(tmp_path / "s.csv")) == 10
+    assert 3 <= len(calls) <= 4  # three batches (4 + 4 + 2 rows) and the header, not one per row
+
+
 def test_dicom_rows_carry_the_identifiers_and_frame(tmp_path):
     log_path = tmp_path / "screen.csv"
     dicom_file = sorted(STIR_DIR.iterdir())[0]

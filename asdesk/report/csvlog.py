@@ -1,9 +1,12 @@
 """The screening CSV log: one row per analysed image (or per failure), crash-safe and resumable.
 
-``asdesk screen`` and the GUI's "screen folder" append one row per image as soon as it is done and
-flush + ``os.fsync`` it, so a crash or power cut loses at most the row being written (a torn last line is
-cut off when the file is opened again). A later run reads :meth:`ScreeningCsv.completed` and skips what is
-already there. One process at a time writes a CSV: an advisory lock on ``.<name>.lock`` beside it
+``asdesk screen`` and the GUI's "screen folder" append one row per image as soon as it is done and flush it
+to the operating system at once, so a crash of asdesk (a decoder that kills the process included) loses no
+written row. The file is ``os.fsync``\\ ed after every row by default, or once per batch of rows when the
+writer asks for it (screening does: one ``fsync`` per batch instead of one per image, a group commit), so a
+power cut loses at most the rows of the batch being written, which a resumed screening analyses again (a
+torn last line is cut off when the file is opened again). A later run reads :meth:`ScreeningCsv.completed` and
+skips what is already there. One process at a time writes a CSV: an advisory lock on ``.<name>.lock`` beside it
 (``fcntl.flock`` / ``msvcrt.locking``) makes a second writer stop with :class:`CsvLockedError`.
 
 Format: UTF-8 (no BOM), comma-separated, ``\\n`` line ends, a header row with :data:`SCREENING_COLUMNS`,
@@ -122,13 +125,19 @@ class ScreeningCsv:
     checking its header. If the file ends in the middle of a line (a crash while a row was written), the
     fragment is cut off (it was never a complete row), so new rows start cleanly.
 
-    Each ``write_*`` call appends exactly one row, then flushes and ``os.fsync``\\ s the file. The methods
-    are thread-safe. Use as a context manager or call :meth:`close`.
+    Each ``write_*`` call appends exactly one row and flushes it to the operating system; with
+    ``sync_each_row`` (the default) it also ``os.fsync``\\ s the file, otherwise :meth:`sync` does, for every
+    row written since the last one (and :meth:`close`). The methods are thread-safe. Use as a context manager
+    or call :meth:`close`.
 
     Parameters
     ----------
     path : str or Path
         The CSV file. Its folder must exist.
+    sync_each_row : bool
+        ``os.fsync`` after every row (a power cut loses at most the row being written). ``False``: the caller
+        calls :meth:`sync` after each batch (a power cut loses at most that batch's rows; ``fsync`` can cost
+        milliseconds on a busy or network disk, more than classifying an image).
 
     Raises
     ------
@@ -150,8 +159,10 @@ class ScreeningCsv:
 
     columns: tuple[str, ...] = SCREENING_COLUMNS
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, sync_each_row: bool = True) -> None:
         self.path = Path(path)
+        self.sync_each_row = bool(sync_each_row)
+        self._unsynced = False
         self._lock = threading.Lock()
         self._file: io.TextIOWrapper | None = None
         self._lock_handle: io.BufferedRandom | None = None
@@ -235,7 +246,10 @@ class ScreeningCsv:
             try:
                 self._writer.writerow(row)
                 self._file.flush()
-                os.fsync(self._file.fileno())
+                if self.sync_each_row:
+                    os.fsync(self._file.fileno())
+                else:
+                    self._unsynced = True
             except OSError as error:
                 reason = f"cannot append to the screening CSV ({error.strerror or error}); is the disk full?"
                 raise _report_write_error(self.path, reason) from error
@@ -379,8 +393,28 @@ class ScreeningCsv:
             fields["threshold"] = f"{float(threshold):.6f}"
         self._append_fields(fields)
 
+    def sync(self) -> None:
+        """``os.fsync`` the rows written since the last sync (a no-op when there are none).
+
+        Raises
+        ------
+        asdesk.report.ReportWriteError
+            The operating system cannot write the file to the disk.
+        """
+        with self._lock:
+            if self._file is None or not self._unsynced:
+                return
+            try:
+                os.fsync(self._file.fileno())
+            except OSError as error:
+                reason = f"cannot write the screening CSV to the disk ({error.strerror or error}); is the disk full?"
+                raise _report_write_error(self.path, reason) from error
+            self._unsynced = False
+
     def close(self) -> None:
-        """Close the file and release the lock (idempotent)."""
+        """Write the last rows to the disk, close the file and release the lock (idempotent)."""
+        with contextlib.suppress(OSError):
+            self.sync()
         with self._lock:
             if self._file is not None:
                 self._file.close()

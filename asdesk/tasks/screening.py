@@ -345,11 +345,12 @@ def screen_folder(
     )
     sink.start(len(todo), f"Screening {folder.name or folder}")
     try:
-        with ScreeningCsv(csv_path) as log:
+        with ScreeningCsv(csv_path, sync_each_row=False) as log:  # one fsync per batch (group commit)
             marker = DecodeMarker(Path(csv_path))
             crashed = marker.crashed_on()
             if crashed is not None and not retry_errors:
                 todo = _record_crash(crashed, todo, log, summary)
+                log.sync()  # the crash's error row is on the disk before its marker goes
             marker.clear()
 
             def write_error(item: ScanItem, message: str, model: ModelInfo | None) -> None:
@@ -381,6 +382,7 @@ def screen_folder(
                     break
                 _screen_batch(todo[start : start + batch_size], cache, fixed_engine, operating_point,
                               reports is not None, write_result, write_error, marker)
+                log.sync()
             if not summary.cancelled:
                 _write_study_rows(log, items, cache, retry_errors, summary)
     finally:
