@@ -281,3 +281,48 @@ def test_sij_gate_refuses_radiographs_and_mr_small(shared_data):
     knees = sorted((shared_data / "knee-xray-kl" / "val").rglob("*.png"))[::100]
     records = [r for p in [*others, *knees] for r in read_frames(p)]
     assert not gate.accepts(_features(SIJ_PACK, records)).any()
+
+
+# ------------------------------------------------------------------------------------------------ k-NN gate
+def test_knn_gate_distance_is_one_minus_the_kth_cosine_similarity(tmp_path):
+    from asdesk.inference.content_gate import KNN_METHOD, KnnGate, load_pack_gate
+
+    rng = np.random.default_rng(0)
+    train = rng.normal(size=(40, 16))
+    gate = KnnGate.fit(train, k=3, threshold=0.2, feature_layer="head_pool")
+    assert gate.method == KNN_METHOD and gate.n_features == 16 and gate.n_components == 40
+    # a training image scaled by any positive factor: its own nearest neighbour at similarity 1
+    assert KnnGate.fit(train, 1, 0.2, "head_pool").distance(5.0 * train[:4]) == pytest.approx(np.zeros(4), abs=1e-6)
+    query = rng.normal(size=(5, 16))
+    unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)  # noqa: E731
+    expected = 1.0 - np.sort(unit(query) @ unit(train).T, axis=1)[:, -3]
+    assert gate.distance(query) == pytest.approx(expected, abs=1e-6)
+    assert np.array_equal(gate.accepts(query), gate.distance(query) <= 0.2)
+    path = tmp_path / "content_gate.npz"
+    gate.save(path)
+    block = {"file": path.name, "method": KNN_METHOD, "threshold": 0.2, "feature_layer": "head_pool"}
+    again = load_pack_gate(tmp_path, block)
+    assert isinstance(again, KnnGate) and again.k == 3 and np.array_equal(again.distance(query), gate.distance(query))
+    with pytest.raises(ValueError, match="features"):
+        gate.distance(np.ones((1, 15)))
+    with pytest.raises(ValueError, match="k must be"):
+        KnnGate.fit(train, k=41, threshold=0.2, feature_layer="head_pool")
+
+
+def test_knn_gate_threshold_passes_every_grade_and_the_method_comparison_uses_training_data_only():
+    from asdesk.training.gatefit import compare_gate_methods, fit_knn_gate
+
+    rng = np.random.default_rng(1)
+    # a common grade and a rare, distinct one (as KL 4 knees are in a fine-tuned model's features)
+    common, rare = rng.normal(size=(300, 8)) + 3.0, rng.normal(size=(30, 8)) + np.array([3, 3, 3, 3, 9, 9, 9, 9])
+    train = np.vstack([common[:250], rare[:24]])
+    grades = np.array(["0"] * 250 + ["4"] * 24)
+    validation = np.vstack([common[250:], rare[24:]])
+    validation_grades = np.array(["0"] * 50 + ["4"] * 6)
+    gate, info = fit_knn_gate(train, validation, k=5, strata=validation_grades)
+    assert info["per_stratum_acceptance"]["0"] >= 0.95 and info["per_stratum_acceptance"]["4"] >= 0.95
+    groups = np.array([f"p{i}" for i in range(len(train))])
+    table = compare_gate_methods(train, grades, groups, validation, validation_grades, folds=3)
+    assert set(table) == {"ppca k=7", "knn k=50"}  # k clamped below the 8 feature dimensions
+    assert all(set(row) == {"0", "4", "worst"} and 0.0 <= row["worst"] <= 1.0 for row in table.values())
+    assert all(row["worst"] == min(v for k, v in row.items() if k != "worst") for row in table.values())

@@ -8,6 +8,12 @@ out-of-distribution inputs (Lee, Lee, Lee & Shin, "A simple unified framework fo
 out-of-distribution samples and adversarial attacks", NeurIPS 2018). The PPCA covariance keeps the
 distance defined when there are fewer training images than feature dimensions.
 
+A second method, :class:`KnnGate`, scores an image by its cosine distance to the k-th nearest training image
+in the same feature space (Sun, Ming, Zhu & Li, "Out-of-distribution detection with deep nearest neighbors",
+ICML 2022). It makes no Gaussian assumption, so a rare, distinct part of the training distribution (KL 4 knees
+in a fine-tuned model's features) is not pushed outside the gate; the card's ``content_gate.method`` says which
+method a pack uses.
+
 Fitting lives in :mod:`asdesk.training.gatefit`; this module needs only numpy (TensorFlow/Keras are imported
 lazily by :func:`feature_model`).
 """
@@ -24,6 +30,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 METHOD = "ppca_mahalanobis"
+KNN_METHOD = "knn_cosine"
 
 
 @dataclass(frozen=True)
@@ -166,7 +173,116 @@ class ContentGate:
         return self.distance(features) <= self.threshold
 
 
-def load_pack_gate(pack_dir: str | Path, block: Mapping[str, Any]) -> ContentGate:
+@dataclass(frozen=True)
+class KnnGate:
+    """A k-nearest-neighbour content gate on L2-normalised features (Sun et al., ICML 2022).
+
+    The distance of an image is ``1 - s_k``, where ``s_k`` is the k-th largest cosine similarity between its
+    feature vector and the training images' feature vectors: 0 for an image among its k nearest training
+    neighbours' identical twins, up to 2.
+
+    Attributes
+    ----------
+    method : str
+        ``"knn_cosine"``.
+    feature_layer : str
+        Name of the model layer whose output is the feature vector (``"head_pool"``).
+    threshold : float
+        Distance above which an image is out of distribution.
+    reference : numpy.ndarray
+        float32 (M, D): the training images' feature vectors, each scaled to unit length.
+    k : int
+        Which neighbour (1 <= k <= M).
+    """
+
+    method: str
+    feature_layer: str
+    threshold: float
+    reference: NDArray[np.float32]
+    k: int
+
+    def __post_init__(self) -> None:
+        reference = np.asarray(self.reference, dtype=np.float32)
+        if self.method != KNN_METHOD:
+            raise ValueError(f"k-NN content gate method must be {KNN_METHOD!r}, got {self.method!r}")
+        if reference.ndim != 2 or reference.shape[0] < 1 or not np.all(np.isfinite(reference)):
+            raise ValueError(f"k-NN content gate: reference must be finite (M, D), got {reference.shape}")
+        if not 1 <= int(self.k) <= reference.shape[0]:
+            raise ValueError(f"k-NN content gate: k must be in 1..{reference.shape[0]}, got {self.k}")
+        if not np.isfinite(self.threshold) or self.threshold < 0:
+            raise ValueError(f"content gate threshold must be a finite number >= 0, got {self.threshold}")
+        object.__setattr__(self, "reference", reference)
+        object.__setattr__(self, "k", int(self.k))
+        object.__setattr__(self, "threshold", float(self.threshold))
+
+    @property
+    def n_features(self) -> int:
+        """D, the feature dimension."""
+        return int(self.reference.shape[1])
+
+    @property
+    def n_components(self) -> int:
+        """The number of reference images M (the PPCA gate's place for its size)."""
+        return int(self.reference.shape[0])
+
+    @staticmethod
+    def normalised(features: ArrayLike) -> NDArray[np.float32]:
+        """float32 (N, D) rows scaled to unit length (a zero row stays zero)."""
+        x = np.atleast_2d(np.asarray(features, dtype=np.float32))
+        norms = np.linalg.norm(x, axis=1, keepdims=True)
+        return x / np.where(norms > 0, norms, 1.0).astype(np.float32)
+
+    @classmethod
+    def fit(cls, features: ArrayLike, k: int, threshold: float, feature_layer: str) -> KnnGate:
+        """A gate whose reference set is ``features`` (N, D) of the training images."""
+        return cls(KNN_METHOD, str(feature_layer), float(threshold), cls.normalised(features), int(k))
+
+    @classmethod
+    def load(cls, path: str | Path, threshold: float, feature_layer: str) -> KnnGate:
+        """Read ``reference`` and ``k`` from the ``.npz`` written by :meth:`save`.
+
+        Raises
+        ------
+        ValueError
+            A required array is missing or invalid.
+        OSError
+            The file cannot be read.
+        """
+        with np.load(Path(path), allow_pickle=False) as data:
+            try:
+                return cls(KNN_METHOD, str(feature_layer), float(threshold), data["reference"], int(data["k"]))
+            except KeyError as error:
+                raise ValueError(f"{path}: not a k-NN content-gate file (missing {error})") from error
+
+    def save(self, path: str | Path) -> None:
+        """Write ``reference`` (float32) and ``k`` to an uncompressed ``.npz``."""
+        with Path(path).open("wb") as handle:
+            np.savez(handle, reference=self.reference, k=np.int64(self.k))
+
+    def distance(self, features: ArrayLike) -> NDArray[np.float64]:
+        """``1 - s_k`` of each feature vector: float64 (N,) in [0, 2].
+
+        Raises
+        ------
+        ValueError
+            The feature dimension is not D, or a value is not finite.
+        """
+        x = np.atleast_2d(np.asarray(features, dtype=np.float32))
+        if x.ndim != 2 or x.shape[1] != self.n_features:
+            raise ValueError(f"content gate expects features (N, {self.n_features}) from layer "
+                             f"{self.feature_layer!r}, got {np.asarray(features).shape}")
+        if not np.all(np.isfinite(x)):
+            raise ValueError("content gate: features contain NaN or infinity")
+        similarity = self.normalised(x) @ self.reference.T
+        kth = np.partition(similarity, similarity.shape[1] - self.k, axis=1)[:, similarity.shape[1] - self.k]
+        return np.clip(1.0 - kth.astype(np.float64), 0.0, 2.0)
+
+    def accepts(self, features: ArrayLike) -> NDArray[np.bool_]:
+        """Whether each image is in distribution: ``distance <= threshold``, bool (N,)."""
+        return self.distance(features) <= self.threshold
+
+
+def load_pack_gate(pack_dir: str | Path, block: Mapping[str, Any]) -> ContentGate | KnnGate:
     """The gate a card's ``content_gate`` block describes, after checking the file's SHA-256.
 
     Parameters
@@ -187,7 +303,8 @@ def load_pack_gate(pack_dir: str | Path, block: Mapping[str, Any]) -> ContentGat
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     if block.get("sha256") and digest != str(block["sha256"]).lower():
         raise ValueError(f"{path}: SHA-256 {digest[:12]} differs from the card's {str(block['sha256'])[:12]}")
-    return ContentGate.load(path, float(block["threshold"]), str(block["feature_layer"]))
+    gate_class = KnnGate if str(block.get("method", METHOD)) == KNN_METHOD else ContentGate
+    return gate_class.load(path, float(block["threshold"]), str(block["feature_layer"]))
 
 
 def feature_model(model: Any, layer_name: str) -> Any:  # noqa: ANN401

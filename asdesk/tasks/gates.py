@@ -208,7 +208,7 @@ def content_reasons(distance: float | None, threshold: float | None) -> tuple[st
         return ()
     if not np.isfinite(distance) or distance > threshold:
         return (f"the image does not resemble the images the model was trained on (content distance "
-                f"{distance:.1f} > {threshold:.1f})",)
+                f"{distance:.3g} > {threshold:.3g})",)
     return ()
 
 

@@ -24,7 +24,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from asdesk.core import NullProgress, ProgressSink
-from asdesk.inference.content_gate import METHOD, ContentGate, feature_model
+from asdesk.inference.content_gate import KNN_METHOD, METHOD, ContentGate, KnnGate, feature_model
 from asdesk.preprocess.pipeline import Normalise
 
 LOGGER = logging.getLogger(__name__)
@@ -33,6 +33,8 @@ TARGET_ACCEPTANCE = 0.95
 COMPONENT_CANDIDATES = (4, 8, 16, 32, 64, 128, 256, 512)
 GATE_FILE = "content_gate.npz"
 REFERENCE = "Lee et al., NeurIPS 2018; Tipping & Bishop 1999"
+KNN_REFERENCE = "Sun, Ming, Zhu & Li, Out-of-distribution detection with deep nearest neighbors, ICML 2022"
+KNN_NEIGHBOURS = 50
 
 
 def extract_features(model: Any, images: np.ndarray, normalise: Normalise,  # noqa: ANN401
@@ -338,7 +340,79 @@ def training_patients_block(patients: Iterable[str], salt: str | None = None) ->
     return {"salt": salt, "sha256": sorted({hash_patient(salt, p) for p in patients})}
 
 
-def write_gate(pack_dir: str | Path, gate: ContentGate, info: dict[str, Any], fitted_on: str,
+def fit_knn_gate(train: ArrayLike, validation: ArrayLike, k: int = KNN_NEIGHBOURS,
+                 target: float = TARGET_ACCEPTANCE, feature_layer: str = FEATURE_LAYER,
+                 strata: ArrayLike | None = None) -> tuple[KnnGate, dict[str, Any]]:
+    """A k-NN gate (:class:`~asdesk.inference.content_gate.KnnGate`) on the training features, its threshold
+    chosen on validation features (other patients) as for :func:`fit_gate`.
+
+    Returns
+    -------
+    gate : KnnGate
+    info : dict
+        ``k``, ``validation_acceptance``, ``target_acceptance``, ``n_validation_images`` and, with strata,
+        ``per_stratum_threshold`` and ``per_stratum_acceptance``.
+    """
+    gate = KnnGate.fit(train, k, 0.0, feature_layer)
+    distances = gate.distance(validation)
+    info: dict[str, Any] = {}
+    threshold = _stratified_threshold_info(distances, strata, target, info)
+    gate = KnnGate(KNN_METHOD, feature_layer, threshold, gate.reference, gate.k)
+    info.update({"k": int(k), "target_acceptance": float(target),
+                 "validation_acceptance": round(float(np.mean(distances <= threshold)), 4),
+                 "n_validation_images": int(len(distances))})
+    return gate, info
+
+
+def compare_gate_methods(train: ArrayLike, grades: ArrayLike, groups: ArrayLike, validation: ArrayLike,
+                         validation_grades: ArrayLike, folds: int = 5, seed: int = 0,
+                         target: float = TARGET_ACCEPTANCE) -> dict[str, dict[str, float]]:
+    """How each gate method treats patients it was not fitted on, per grade, using training data only.
+
+    The training images are split into ``folds`` groups of patients (stratified by grade); each method is
+    fitted on the other folds, its threshold chosen on ``validation`` as the shipped gate's is, and the held-out
+    fold's acceptance is counted per grade. The test set takes no part.
+
+    Parameters
+    ----------
+    train : array_like
+        float (N, D) features of the training images.
+    grades, groups : array_like
+        (N,) grade (label folder) and patient of each training image.
+    validation, validation_grades : array_like
+        (M, D) features and (M,) grades of the validation images.
+
+    Returns
+    -------
+    dict
+        Method name (``"ppca k=<k>"``, ``"knn k=<k>"``) -> grade -> acceptance of held-out training patients,
+        plus ``"worst"`` (the lowest over grades).
+    """
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    x, g, p = np.asarray(train), np.asarray(grades).astype(str), np.asarray(groups).astype(str)
+    v, vg = np.asarray(validation), np.asarray(validation_grades).astype(str)
+    largest = min(x.shape[1], len(x) * (folds - 1) // folds) - 1  # PPCA needs k < D and k < images
+    fitters: dict[str, Any] = {f"ppca k={k}": (lambda a, k=k: fit_gate(a, v, k, target, strata=vg)[0])
+                               for k in sorted({min(256, largest), min(512, largest)})}
+    neighbours = min(KNN_NEIGHBOURS, len(x) * (folds - 1) // folds)
+    fitters[f"knn k={neighbours}"] = lambda a: fit_knn_gate(a, v, neighbours, target, strata=vg)[0]
+    passed: dict[str, dict[str, list[bool]]] = {name: {} for name in fitters}
+    splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+    for fitting, held in splitter.split(x, g, p):
+        for name, fit in fitters.items():
+            gate = fit(x[fitting])
+            accepted = gate.accepts(x[held])
+            for grade in np.unique(g[held]):
+                passed[name].setdefault(str(grade), []).extend(accepted[g[held] == grade].tolist())
+    table: dict[str, dict[str, float]] = {}
+    for name, per_grade in passed.items():
+        rates = {grade: round(float(np.mean(values)), 4) for grade, values in sorted(per_grade.items())}
+        table[name] = {**rates, "worst": min(rates.values())}
+    return table
+
+
+def write_gate(pack_dir: str | Path, gate: ContentGate | KnnGate, info: dict[str, Any], fitted_on: str,
                threshold_chosen_on: str) -> dict[str, Any]:
     """Save ``content_gate.npz`` into the pack and return the card's ``content_gate`` block.
 
@@ -348,11 +422,14 @@ def write_gate(pack_dir: str | Path, gate: ContentGate, info: dict[str, Any], fi
 
     path = Path(pack_dir) / GATE_FILE
     gate.save(path)
+    size = ({"k": gate.k, "n_reference_images": gate.n_components} if isinstance(gate, KnnGate)
+            else {"n_components": gate.n_components})
     block = {"file": GATE_FILE, "sha256": sha256_file(path), "method": gate.method,
              "feature_layer": gate.feature_layer, "threshold": round(gate.threshold, 6),
-             "n_components": gate.n_components, "fitted_on": fitted_on, "threshold_chosen_on": threshold_chosen_on,
+             **size, "fitted_on": fitted_on, "threshold_chosen_on": threshold_chosen_on,
              "validation_acceptance": info["validation_acceptance"],
-             "target_acceptance": info["target_acceptance"], "reference": REFERENCE}
+             "target_acceptance": info["target_acceptance"],
+             "reference": KNN_REFERENCE if isinstance(gate, KnnGate) else REFERENCE}
     for key in ("per_stratum_threshold", "per_stratum_acceptance"):
         if key in info:
             block[key] = info[key]

@@ -39,6 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--patient-pattern")
     parser.add_argument("--patient-csv")
     parser.add_argument("--n-components", type=int, help="PPCA k (default: chosen by validation likelihood)")
+    parser.add_argument("--method", choices=("ppca", "knn", "auto"), default="ppca",
+                        help="gate method: PPCA Mahalanobis, k-NN cosine (Sun et al. 2022), or auto: the one whose "
+                             "worst per-grade acceptance of held-out training patients is highest (holdout packs)")
     parser.add_argument("--cache", help="folder for cached features (.npz), reused when the model is the same")
     parser.add_argument("--salt", help="hex salt of training_patients (default: keep the card's, else random)")
 
@@ -164,14 +167,34 @@ def _fit_holdout(pack: Any, args: argparse.Namespace, sink: ProgressSink) -> dic
             raise ValueError(f"split does not reproduce the card's: {key} {value} != {protocol[key]}")
     print("split reproduced:", counts)
     grades = np.array([Path(s.key).parent.name for s in samples])  # the label folder: the KL grade
-    gate, info = fit_gate(features[train], features[validation], args.n_components, strata=grades[validation])
+    method, selection = args.method, None
+    if method == "auto":
+        from asdesk.training.gatefit import compare_gate_methods
+
+        table = compare_gate_methods(features[train], grades[train], groups[train], features[validation],
+                                     grades[validation], seed=int(protocol.get("seed", 0)))
+        best = max(table, key=lambda name: (table[name]["worst"], name.startswith("ppca")))
+        method = "knn" if best.startswith("knn") else "ppca"
+        selection = {"candidates": table, "chosen": best,
+                     "rule": "the method whose lowest per-grade acceptance of held-out training patients (5 folds "
+                             "of the training split's patients; each fold's gate fitted on the others, threshold "
+                             "chosen on the validation images) is highest; the test set takes no part"}
+        print(f"gate methods, per-grade acceptance of held-out training patients: {table}; chosen {best}")
+    if method == "knn":
+        from asdesk.training.gatefit import fit_knn_gate
+
+        gate, info = fit_knn_gate(features[train], features[validation], strata=grades[validation])
+    else:
+        gate, info = fit_gate(features[train], features[validation], args.n_components, strata=grades[validation])
     gate_block = write_gate(pack.path, gate, info,
                             fitted_on=f"the {counts['n_train_images']} training images "
                                       f"({counts['n_train_patients']} patients) of the card's holdout split",
                             threshold_chosen_on=f"the {counts['n_validation_images']} validation images "
                                                 f"({counts['n_validation_patients']} other patients): at least "
                                                 "95% of the validation images of every grade (label folder) pass")
-    print(f"gate: k={gate.n_components}, threshold {gate.threshold:.4f}, validation acceptance "
+    if selection is not None:
+        gate_block["method_selection"] = selection
+    print(f"gate: {gate.method}, size {gate.n_components}, threshold {gate.threshold:.4f}, validation acceptance "
           f"{info['validation_acceptance']}; log-likelihoods {info.get('n_components_log_likelihood')}")
     slope, intercept = (round(v, 6) for v in fit_platt(labels[validation], probabilities[validation]))
     blocks: dict[str, Any] = {"content_gate": gate_block}
@@ -195,6 +218,10 @@ def _fit_holdout(pack: Any, args: argparse.Namespace, sink: ProgressSink) -> dic
         plot_reliability(pack.path / "evaluation" / "reliability.png", test_labels, test_probabilities, calibrated,
                          title=f"{pack.card.id}: reliability on the held-out test set ({len(test_labels)} images)")
         blocks["content_gate"]["test_acceptance"] = round(test_accept, 4)
+        test_grades = np.array([Path(s.key).parent.name for s in test])
+        accepted = gate.accepts(test_features)
+        blocks["content_gate"]["test_acceptance_per_grade"] = {
+            str(grade): round(float(np.mean(accepted[test_grades == grade])), 4) for grade in np.unique(test_grades)}
         blocks["content_gate"]["test_acceptance_measured_on"] = str(pack.card.performance.get("dataset", ""))
         blocks["calibration"] = calibration_block(
             slope, intercept, fitted_on=f"the {counts['n_validation_images']} validation images "

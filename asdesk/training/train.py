@@ -370,7 +370,7 @@ def fit_gate_and_calibration(out: Path, model: Any, dataset: Dataset, pipeline: 
     features, _ = extract_features(model, dataset.images, pipeline.normalise, progress=progress)
     indices, probabilities = held
     labels, groups = dataset.labels, dataset.groups
-    keys = getattr(dataset, "keys", None)
+    keys = [sample.key for sample in dataset.samples]
     # Strata for the gate's threshold: the label folder (e.g. the KL grade) when the keys are file paths, else
     # the binary label, so that no grade is refused more than the target allows on validation data.
     strata = (np.array([Path(str(k)).parent.name for k in keys]) if keys is not None and len(keys) == len(labels)
