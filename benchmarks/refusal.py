@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from asdesk.inference import load_pack
-from asdesk.inference.content_gate import ContentGate, feature_model
+from asdesk.inference.content_gate import ContentGate, KnnGate, load_pack_gate
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -74,13 +74,13 @@ def records_of(paths: list[Path]) -> list:
 
 
 def features_of(pack_dir: Path, sets: dict[str, list[Path]], cache: Path | None) -> dict[str, np.ndarray]:
-    """head_pool features (N, D) of each set through the pack's card pipeline (cached per pack hash)."""
-    import tensorflow as tf
+    """Pooled gate features (N, D) of each set through the pack's card pipeline and its ONNX Runtime engine (the
+    runtime path; cached per pack hash)."""
 
-    from asdesk.inference.runtime import load_model
+    from asdesk.tasks import EngineCache
 
     pack = load_pack(pack_dir)
-    model = None
+    engine = None
     out: dict[str, np.ndarray] = {}
     pipeline = pack.card.pipeline()
     for name, paths in sets.items():
@@ -89,11 +89,10 @@ def features_of(pack_dir: Path, sets: dict[str, list[Path]], cache: Path | None)
         if file is not None and file.is_file():
             out[name] = np.load(file)
             continue
-        if model is None:
-            model = feature_model(load_model(pack.model_path), pack.card.raw["content_gate"]["feature_layer"])
-            call = tf.function(lambda x, m=model: m(x, training=False), reduce_retracing=True)
-        tensors = [pipeline(record).tensor for record in records_of(paths)]
-        chunks = [np.asarray(call(tf.constant(np.stack(tensors[i:i + 32])))[0]) for i in range(0, len(tensors), 32)]
+        if engine is None:  # the runtime's engine (ONNX Runtime): its pooled output is what the gate reads
+            engine = EngineCache().engine_for_pack(pack)
+        tensors = np.stack([pipeline(record).tensor for record in records_of(paths)]).astype(np.float32)
+        chunks = [engine._forward_with_features(tensors[i:i + 32])[1] for i in range(0, len(tensors), 32)]
         out[name] = np.concatenate(chunks).astype(np.float32)
         if file is not None:
             file.parent.mkdir(parents=True, exist_ok=True)
@@ -101,10 +100,10 @@ def features_of(pack_dir: Path, sets: dict[str, list[Path]], cache: Path | None)
     return out
 
 
-def shipped_gate(pack_dir: Path) -> ContentGate:
-    """The gate as the runtime loads it: arrays from the pack, threshold and layer from the card."""
+def shipped_gate(pack_dir: Path) -> ContentGate | KnnGate:
+    """The gate as the runtime loads it: arrays from the pack, method, threshold and layer from the card."""
     block = json.loads((pack_dir / "card.json").read_text(encoding="utf-8"))["content_gate"]
-    return ContentGate.load(pack_dir / block["file"], block["threshold"], block["feature_layer"])
+    return load_pack_gate(pack_dir, block)
 
 
 def knn_scorer(train: np.ndarray, k: int) -> Callable[[np.ndarray], np.ndarray]:
@@ -174,7 +173,9 @@ def main(argv: list[str] | None = None) -> int:
         pack_dir = ROOT / "models" / pack_id
         gate = shipped_gate(pack_dir)
         features = features_of(pack_dir, sets, args.cache)
-        print(f"\n{pack_id}: shipped gate {gate.method} k={gate.n_components}, threshold {gate.threshold:.3f}")
+        size = (f"k={gate.k} of {gate.n_components} training images" if isinstance(gate, KnnGate)
+                else f"k={gate.n_components}")
+        print(f"\n{pack_id}: shipped gate {gate.method} {size}, threshold {gate.threshold:.3f}")
         print(f"{'set':60s} {'images':>6s} {'accepted':>8s} {'fraction':>8s} {'median d/t':>10s}")
         for name, x in features.items():
             d = gate.distance(x)
