@@ -55,11 +55,10 @@ def main() -> int:
     parser.add_argument("--screen-images", type=int, default=64)
     args = parser.parse_args()
 
-    import keras
     import numpy as np
 
     from asdesk.inference import InferenceEngine, discover_packs
-    from asdesk.inference.runtime import configure_device
+    from asdesk.inference.runtime import configure_device, load_model
     from asdesk.io import read_image
     from asdesk.tasks import analyze_batch, screen_folder
 
@@ -71,7 +70,7 @@ def main() -> int:
     print(f"{'pack':32s} {'asdesk ms/img':>14s} {'naive ms/img':>13s} {'naive/asdesk':>13s}")
     for pack in packs:
         engine = InferenceEngine(pack).load()
-        naive_model = keras.saving.load_model(pack.model_path, compile=False)
+        naive_model = load_model(pack.model_path)
         path = sample_for(pack.card)
         pipeline = engine.pipeline
 
@@ -100,7 +99,7 @@ def main() -> int:
         start = time.perf_counter()
         summary = screen_folder(folder, csv_path, model_id=pack.card.id)
         ours_rate = summary.n_done / (time.perf_counter() - start)
-        naive_model = keras.saving.load_model(pack.model_path, compile=False)
+        naive_model = load_model(pack.model_path)
         pipeline = InferenceEngine(pack).pipeline
         start = time.perf_counter()
         for path in files:

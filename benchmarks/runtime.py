@@ -65,12 +65,12 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=16)
     args = parser.parse_args()
 
-    import keras
     import numpy as np
     import onnxruntime as ort
     import tensorflow as tf
 
     from asdesk.inference import discover_packs
+    from asdesk.inference.runtime import load_model
     from asdesk.inference.onnx_engine import session_options
     from asdesk.io import read_image
     from asdesk.tasks import EngineCache, analyze_batch, screen_folder
@@ -88,7 +88,7 @@ def main() -> int:
         files = images_for(pack.card, args.screen_images)
         path = files[len(files) // 2]
         x = engine.pipeline(read_image(path)).tensor[np.newaxis].astype(np.float32)
-        model = keras.saving.load_model(pack.model_path, compile=False)
+        model = load_model(pack.model_path)  # asdesk's loader: registers the Spatial Transformer layer
         tf_call = tf.function(lambda t, model=model: model(t, training=False), reduce_retracing=True)
         session = ort.InferenceSession(str(pack.path / "model.onnx"), session_options(),
                                        providers=["CPUExecutionProvider"])

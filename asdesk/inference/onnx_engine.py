@@ -417,9 +417,13 @@ class OnnxEngine(InferenceEngine):
         self._features_from_gradcam = True
 
     def _run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        features, pooled, probabilities = self._session.run(
-            list(MAP_OUTPUTS if self.segmentation else OUTPUTS),
-            {self._input_name: np.ascontiguousarray(batch, np.float32)})
+        names = list(MAP_OUTPUTS if self.segmentation else OUTPUTS)
+        has_theta = getattr(self, "_has_theta", False)
+        outputs = self._session.run(names + [THETA_OUTPUT] if has_theta else names,
+                                    {self._input_name: np.ascontiguousarray(batch, np.float32)})
+        features, pooled, probabilities = outputs[:3]
+        if has_theta:  # one forward pass gives the Spatial Transformer's transforms too (see stn_thetas)
+            self._last_thetas = (batch, np.asarray(outputs[3], dtype=np.float32).reshape(-1, 6))
         if self.segmentation:
             features = np.asarray(features, dtype=np.float32)[..., 0]
         return (np.asarray(features, dtype=np.float32), np.asarray(pooled, dtype=np.float32),
@@ -430,6 +434,9 @@ class OnnxEngine(InferenceEngine):
         self.load()
         if not getattr(self, "_has_theta", False):
             return None
+        last = getattr(self, "_last_thetas", None)
+        if last is not None and last[0] is batch:  # the forward pass that classified this batch fetched them
+            return last[1]
         (theta,) = self._session.run([THETA_OUTPUT], {self._input_name: np.ascontiguousarray(batch, np.float32)})
         return np.asarray(theta, dtype=np.float32).reshape(-1, 6)
 

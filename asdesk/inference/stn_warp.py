@@ -6,12 +6,15 @@ eq. 1 and 5), for displays such as the viewer's model-input view, on the lean ru
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 #: theta of the identity transform, flattened row-major (a11 a12 tx a21 a22 ty).
 IDENTITY_THETA = np.array([1.0, 0.0, 0.0, 0.0, 1.0, 0.0], dtype=np.float32)
 
 
+@functools.lru_cache(maxsize=8)
 def source_grid(height: int, width: int) -> np.ndarray:
     """Homogeneous normalised coordinates of every output pixel (the grid generator's target grid).
 
@@ -28,7 +31,9 @@ def source_grid(height: int, width: int) -> np.ndarray:
     """
     ys, xs = np.meshgrid(np.linspace(-1.0, 1.0, height, dtype=np.float32),
                          np.linspace(-1.0, 1.0, width, dtype=np.float32), indexing="ij")
-    return np.stack([xs.ravel(), ys.ravel(), np.ones(height * width, np.float32)]).astype(np.float32)
+    grid = np.stack([xs.ravel(), ys.ravel(), np.ones(height * width, np.float32)]).astype(np.float32)
+    grid.setflags(write=False)  # cached (one per size): shared by every call
+    return grid
 
 
 def warp_numpy(image: np.ndarray, theta: np.ndarray) -> np.ndarray:
