@@ -70,8 +70,8 @@ def main() -> int:
     import tensorflow as tf
 
     from asdesk.inference import discover_packs
-    from asdesk.inference.runtime import load_model
     from asdesk.inference.onnx_engine import session_options
+    from asdesk.inference.runtime import load_model
     from asdesk.io import read_image
     from asdesk.tasks import EngineCache, analyze_batch, screen_folder
 
