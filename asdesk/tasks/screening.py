@@ -321,6 +321,7 @@ def screen_folder(
     done_keys = rows_before if not retry_errors else ScreeningCsv.completed(csv_path, include_errors=False)
     todo = [item for item in items if ScreeningCsv.key(item.path, item.frame) not in done_keys]
     errors_before = rows_before - ScreeningCsv.completed(csv_path, include_errors=False)
+    errors_kept = errors_before & done_keys  # error rows not retried this run (a set: no quadratic scan)
     summary = ScreeningSummary(
         n_done=0,
         n_skipped_resumed=len(items) - len(todo),
@@ -330,11 +331,7 @@ def screen_folder(
         n_found=found.n_images,
         n_files=len(items),
         n_ignored=found.ignored,
-        n_errors_before=sum(  # by key: `item not in todo` compared every item with every other (quadratic)
-            1 for item in items
-            if ScreeningCsv.key(item.path, item.frame) in errors_before
-            and ScreeningCsv.key(item.path, item.frame) in done_keys
-        ),
+        n_errors_before=sum(1 for item in items if ScreeningCsv.key(item.path, item.frame) in errors_kept),
     )
     LOGGER.info(
         "screening %s: %d image(s) found, %d already in %s",
@@ -472,23 +469,8 @@ def _screen_batch(
     marker: DecodeMarker | None = None,
 ) -> None:
     """Read, route to engines, classify and write one batch; rows keep the batch's order."""
-    outcomes, groups = _read_batch(batch, cache, fixed_engine, marker)
-    _classify_and_write(batch, outcomes, groups, operating_point, gradcam, write_result, write_error)
-
-
-_Groups = dict[int, tuple["InferenceEngine", list[int], list[ImageRecord]]]
-
-
-def _read_batch(
-    batch: Sequence[ScanItem],
-    cache: EngineCache,
-    fixed_engine: InferenceEngine | None,
-    marker: DecodeMarker | None = None,
-) -> tuple[list[tuple[str, Any, Any]], _Groups]:
-    """Read one batch and route each image to its engine: per item an outcome (pending or error), and the
-    groups of records per engine, in batch order."""
     outcomes: list[tuple[str, Any, Any]] = [("pending", None, None)] * len(batch)
-    groups: _Groups = {}
+    groups: dict[int, tuple[InferenceEngine, list[int], list[ImageRecord]]] = {}
     for index, item in enumerate(batch):
         if not item.is_image:
             message = item.reason if item.kind == "skipped" else _message(ReadError(item.path, item.reason))
@@ -514,19 +496,6 @@ def _read_batch(
         group = groups.setdefault(id(engine), (engine, [], []))
         group[1].append(index)
         group[2].append(record)
-    return outcomes, groups
-
-
-def _classify_and_write(
-    batch: Sequence[ScanItem],
-    outcomes: list[tuple[str, Any, Any]],
-    groups: _Groups,
-    operating_point: str | None,
-    gradcam: bool,
-    write_result: Callable[[ScanItem, AnalysisResult, InferenceEngine], None],
-    write_error: Callable[[ScanItem, str, ModelInfo | None], None],
-) -> None:
-    """Classify the groups :func:`_read_batch` made and write every item's row, in the batch's order."""
     for engine, indices, records in groups.values():
         for index, result in zip(
             indices, _classify_robustly(engine, records, operating_point, gradcam), strict=True
