@@ -152,26 +152,13 @@ def fit_stn(model: Any, images: np.ndarray, labels: np.ndarray, train: np.ndarra
     history : dict
         Keras history, keys prefixed ``stn_``.
     """
-    import keras
-
-    from asdesk.training.trainer import _AugmentedImages, _callbacks, class_weights
+    from asdesk.training.trainer import fit_on_images
 
     trainable = {layer.name for layer in stn_layers(model)} | {"head_output"}
     for layer in model.layers:
         layer.trainable = layer.name in trainable
-    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss="binary_crossentropy",
-                  metrics=[keras.metrics.AUC(name="auc")])
-    batches = _AugmentedImages.create(images[train], labels[train], normalise, config.augmentation,
-                                      config.batch_size, config.seed)
-    validation_data = None
-    if validation is not None and len(validation):
-        validation_data = (np.stack([normalise(images[i]) for i in validation]),
-                           labels[validation].astype(np.float32))
-    history = model.fit(batches, epochs=epochs, validation_data=validation_data, verbose=verbose,
-                        class_weight=class_weights(labels[train], config.class_weight),
-                        callbacks=_callbacks(config.patience, validation_data is not None))
-    losses = history.history.get("val_loss")
-    run = int(np.argmin(losses)) + 1 if losses else len(history.history["loss"])
+    run, history = fit_on_images(model, images, labels, train, validation, config, normalise, config.learning_rate,
+                                 epochs, verbose, "stn")
     theta = model.get_layer(STN_THETA).get_weights()[1]
     LOGGER.info("Spatial Transformer phase: best epoch %d; theta bias %s", run, np.round(theta, 3).tolist())
-    return run, {f"stn_{k}": [float(v) for v in vs] for k, vs in history.history.items()}
+    return run, history

@@ -356,22 +356,65 @@ def fit(images: np.ndarray, labels: np.ndarray, train: np.ndarray, validation: n
     tuned_run = 0
     if tune_epochs > 0:
         set_trainable(model, "fine_tune", config.fine_tune_fraction)
-        model.compile(optimizer=keras.optimizers.Adam(config.fine_tune_learning_rate),
-                      loss="binary_crossentropy", metrics=[keras.metrics.AUC(name="auc")])
-        batches = _AugmentedImages.create(images[train], labels[train], normalise, config.augmentation,
-                                          config.batch_size, config.seed)
-        validation_data = None
-        if validation is not None and len(validation):
-            validation_data = (np.stack([normalise(images[i]) for i in validation]),
-                               labels[validation].astype(np.float32))
-        tuned = model.fit(batches, epochs=tune_epochs, validation_data=validation_data, verbose=verbose,
-                          class_weight=class_weights(labels[train], config.class_weight),
-                          callbacks=_callbacks(config.patience, validation_data is not None))
-        losses = tuned.history.get("val_loss")
-        tuned_run = int(np.argmin(losses)) + 1 if losses else len(tuned.history["loss"])
-        history.update({f"fine_tune_{k}": [float(v) for v in vs] for k, vs in tuned.history.items()})
+        tuned_run, tuned_history = fit_on_images(model, images, labels, train, validation, config, normalise,
+                                                 config.fine_tune_learning_rate, tune_epochs, verbose, "fine_tune")
+        history.update(tuned_history)
         set_trainable(model, "head")
     return FitResult(model, head_run, tuned_run, history, stn_run)
+
+
+def fit_on_images(model: Any, images: np.ndarray, labels: np.ndarray, train: np.ndarray,  # noqa: ANN401
+                  validation: np.ndarray | None, config: TrainConfig, normalise: Normalise, learning_rate: float,
+                  epochs: int, verbose: int, prefix: str) -> tuple[int, dict[str, list[float]]]:
+    """Train the model's trainable layers end to end on augmented images (fine-tuning, the Spatial Transformer).
+
+    Adam at ``learning_rate`` on binary cross-entropy, batches of augmented training images, the configured class
+    weights, early stopping on the validation loss (best weights restored) when there are validation images.
+
+    Parameters
+    ----------
+    model : keras.Model
+        With the layers to train already marked trainable.
+    images : numpy.ndarray
+        float32 (N, h, w) model-input images in [0, 1].
+    labels : numpy.ndarray
+        (N,) int {0, 1}.
+    train, validation : numpy.ndarray
+        Index arrays; without validation exactly ``epochs`` epochs run.
+    config : TrainConfig
+        Batch size, patience, augmentation, class weights, seed.
+    normalise : Normalise
+    learning_rate : float
+    epochs : int
+        Maximum epochs.
+    verbose : int
+        Keras' verbosity.
+    prefix : str
+        Prefix of the returned history's keys (``"fine_tune"`` -> ``fine_tune_loss``, ...).
+
+    Returns
+    -------
+    epochs_run : int
+        The epoch with the lowest validation loss (or the number of epochs run without validation).
+    history : dict
+        Keras history, keys prefixed.
+    """
+    import keras
+
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="binary_crossentropy",
+                  metrics=[keras.metrics.AUC(name="auc")])
+    batches = _AugmentedImages.create(images[train], labels[train], normalise, config.augmentation,
+                                      config.batch_size, config.seed)
+    validation_data = None
+    if validation is not None and len(validation):
+        validation_data = (np.stack([normalise(images[i]) for i in validation]),
+                           labels[validation].astype(np.float32))
+    fitted = model.fit(batches, epochs=epochs, validation_data=validation_data, verbose=verbose,
+                       class_weight=class_weights(labels[train], config.class_weight),
+                       callbacks=_callbacks(config.patience, validation_data is not None))
+    losses = fitted.history.get("val_loss")
+    run = int(np.argmin(losses)) + 1 if losses else len(fitted.history["loss"])
+    return run, {f"{prefix}_{k}": [float(v) for v in vs] for k, vs in fitted.history.items()}
 
 
 def median_epochs(values: Sequence[int]) -> int:
