@@ -326,3 +326,12 @@ def test_knn_gate_threshold_passes_every_grade_and_the_method_comparison_uses_tr
     assert set(table) == {"ppca k=7", "knn k=50"}  # k clamped below the 8 feature dimensions
     assert all(set(row) == {"0", "4", "worst"} and 0.0 <= row["worst"] <= 1.0 for row in table.values())
     assert all(row["worst"] == min(v for k, v in row.items() if k != "worst") for row in table.values())
+
+
+def test_gate_strata_are_label_folders_for_files_and_the_label_otherwise():
+    """Knee files stratify the gate's threshold by their grade folder; SIJ slices (``<patient>#<slice>``) have
+    none, so ``asdesk train`` falls back to the binary label rather than one stratum for all."""
+    from asdesk.training.gatefit import label_folders
+
+    assert label_folders(["/d/val/4/9001L.png", "/d/val/0/9002R.png"]).tolist() == ["4", "0"]
+    assert label_folders(["1003#7", "1003#8"]) is None

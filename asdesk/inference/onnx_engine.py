@@ -434,7 +434,7 @@ class OnnxEngine(InferenceEngine):
         self.load()
         if not getattr(self, "_has_theta", False):
             return None
-        last = getattr(self, "_last_thetas", None)
+        last, self._last_thetas = getattr(self, "_last_thetas", None), None  # used once; the batch is released
         if last is not None and last[0] is batch:  # the forward pass that classified this batch fetched them
             return last[1]
         (theta,) = self._session.run([THETA_OUTPUT], {self._input_name: np.ascontiguousarray(batch, np.float32)})

@@ -288,9 +288,10 @@ def read_raster(path: str | Path) -> ImageRecord:
             path, "not a PNG, JPEG, TIFF or BMP image (unknown file signature); open a DICOM or image file"
         )
     _check_complete(path, content, fmt)
-    width, height = header_size(path, content.tobytes(), fmt)
+    data = content.tobytes()
+    width, height = header_size(path, data, fmt)
     try:
-        image = _decode(content.tobytes())
+        image = _decode(data)
     except BaseException as error:  # noqa: BLE001 - Pillow's errors, or anything a native codec raises
         if must_propagate(error):
             raise

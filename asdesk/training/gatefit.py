@@ -162,6 +162,13 @@ def acceptance_threshold(distances: ArrayLike, target: float = TARGET_ACCEPTANCE
     return float(d[min(max(index, 0), d.size - 1)])
 
 
+def label_folders(keys: Sequence[str]) -> NDArray[np.str_] | None:
+    """The label folder (e.g. the KL grade) of each image, from keys that are file paths; ``None`` when they are
+    not (SIJ slices are keyed ``<patient>#<slice>``), so callers stratify by the label instead."""
+    folders = [Path(str(key)).parent.name for key in keys]
+    return np.array(folders) if folders and all(folders) else None
+
+
 def stratified_threshold(distances: ArrayLike, strata: ArrayLike | None,
                          target: float = TARGET_ACCEPTANCE) -> tuple[float, dict[str, float]]:
     """A threshold that at least ``target`` of the validation images of *every* stratum pass.

@@ -149,7 +149,7 @@ def _fit_holdout(pack: Any, args: argparse.Namespace, sink: ProgressSink) -> dic
         plot_reliability,
     )
     from asdesk.training.datasets import load_folder_dataset
-    from asdesk.training.gatefit import fit_gate, training_patients_block, write_gate
+    from asdesk.training.gatefit import fit_gate, label_folders, training_patients_block, write_gate
     from asdesk.training.splits import group_holdout
 
     protocol = pack.card.raw.get("training", {}).get("protocol", {})
@@ -166,7 +166,7 @@ def _fit_holdout(pack: Any, args: argparse.Namespace, sink: ProgressSink) -> dic
         if key in protocol and int(protocol[key]) != value:
             raise ValueError(f"split does not reproduce the card's: {key} {value} != {protocol[key]}")
     print("split reproduced:", counts)
-    grades = np.array([Path(s.key).parent.name for s in samples])  # the label folder: the KL grade
+    grades = label_folders([s.key for s in samples])  # the label folder: the KL grade
     method, selection = args.method, None
     if method == "auto":
         from asdesk.training.gatefit import compare_gate_methods
@@ -218,7 +218,7 @@ def _fit_holdout(pack: Any, args: argparse.Namespace, sink: ProgressSink) -> dic
         plot_reliability(pack.path / "evaluation" / "reliability.png", test_labels, test_probabilities, calibrated,
                          title=f"{pack.card.id}: reliability on the held-out test set ({len(test_labels)} images)")
         blocks["content_gate"]["test_acceptance"] = round(test_accept, 4)
-        test_grades = np.array([Path(s.key).parent.name for s in test])
+        test_grades = label_folders([s.key for s in test])
         accepted = gate.accepts(test_features)
         blocks["content_gate"]["test_acceptance_per_grade"] = {
             str(grade): round(float(np.mean(accepted[test_grades == grade])), 4) for grade in np.unique(test_grades)}

@@ -364,17 +364,23 @@ def fit_gate_and_calibration(out: Path, model: Any, dataset: Dataset, pipeline: 
         nested_platt,
         plot_reliability,
     )
-    from asdesk.training.gatefit import extract_features, fit_gate, nested_gate, training_patients_block, write_gate
+    from asdesk.training.gatefit import (
+        extract_features,
+        fit_gate,
+        label_folders,
+        nested_gate,
+        training_patients_block,
+        write_gate,
+    )
 
     blocks: dict[str, Any] = {"training_patients": training_patients_block(np.unique(dataset.groups).tolist())}
     features, _ = extract_features(model, dataset.images, pipeline.normalise, progress=progress)
     indices, probabilities = held
     labels, groups = dataset.labels, dataset.groups
-    keys = [sample.key for sample in dataset.samples]
     # Strata for the gate's threshold: the label folder (e.g. the KL grade) when the keys are file paths, else
     # the binary label, so that no grade is refused more than the target allows on validation data.
-    strata = (np.array([Path(str(k)).parent.name for k in keys]) if keys is not None and len(keys) == len(labels)
-              else np.asarray(labels))
+    folders = label_folders([sample.key for sample in dataset.samples])
+    strata = folders if folders is not None else np.asarray(labels)
     try:
         if train is not None:
             gate, info = fit_gate(features[train], features[indices], strata=strata[indices])
