@@ -127,6 +127,9 @@ def run(args: argparse.Namespace, progress: ProgressSink | None = None) -> int:
     sink = progress or NullProgress()
     protocol = pack.card.raw.get("training", {}).get("protocol", {})
     if args.task == "sij-stir" or protocol.get("split") == "lopo":
+        if getattr(args, "method", "ppca") != "ppca":
+            raise ValueError(f"--method {args.method}: only the holdout refit compares or fits other gate methods; "
+                             "a leave-one-patient-out pack's gate is the nested PPCA one")
         blocks = _fit_lopo(pack, args, sink)
     else:
         blocks = _fit_holdout(pack, args, sink)
