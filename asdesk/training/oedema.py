@@ -57,6 +57,9 @@ BOTTLENECK = "out_relu"
 GATE_LAYER = "block_6_expand_relu"
 MAP_OUTPUT = "oedema_map"
 SCORE_OUTPUT = "slice_score"
+#: Per-joint scores of a side-split U-Net (N, 2): image-left half (the patient's right joint), image-right half.
+SIDE_OUTPUT = "side_scores"
+SIDE_SPLIT = "side_split"
 POOLED_LAYER = "head_pool"
 SCORE_WINDOW = 5
 
@@ -227,8 +230,17 @@ def prepare(volumes: list[OedemaVolume]) -> Prepared:
                     np.asarray(labels), np.asarray(patients), np.asarray(slices))
 
 
-def build_unet(weights: str | Path | None = None, input_size: int = INPUT_SIZE, seed: int = 0) -> Any:  # noqa: ANN401
-    """U-Net with a MobileNetV2 encoder: oedema map, slice score and pooled bottleneck features.
+def build_unet(weights: str | Path | None = None, input_size: int = INPUT_SIZE, seed: int = 0,
+               sides: bool = True) -> Any:  # noqa: ANN401
+    """U-Net with a MobileNetV2 encoder: oedema map, slice score and per-joint scores.
+
+    With ``sides`` (the default since pack 3.0.0) the input is cut at its vertical midline, which the fixed
+    crop centred on the field of view puts on the sacrum (measured on the 248 training slices: the pelvis's
+    mirror-symmetry axis lies within 3 mm of the image centre on most of them), and the right half is
+    mirrored (:class:`asdesk.training.side_layers.SideSplit`), so one network reads each sacroiliac joint as a
+    separate, like-oriented input: every weight sees twice the joints, and each joint gets its own score,
+    trained on its own label (at least two readers marked that side). The map is put back together
+    (:class:`~asdesk.training.side_layers.SideMerge`); the slice score is the larger joint score.
 
     Parameters
     ----------
@@ -236,32 +248,39 @@ def build_unet(weights: str | Path | None = None, input_size: int = INPUT_SIZE, 
         No-top MobileNetV2 weights (``../shared/weights/mobilenetv2_1.00_*.weights.h5``), ``"imagenet"``
         (connected machines) or ``None``.
     input_size : int
-        Height and width of the input, a multiple of 32.
+        Height and width of the input, a multiple of 32 (of 64 with ``sides``).
     seed : int
         Seed of the decoder's initialisers.
+    sides : bool
+        Read the two halves (joints) separately, as above; ``False`` is the 2.0.0 whole-crop U-Net.
 
     Returns
     -------
     keras.Model
         Flat functional model, input ``image`` float32 (N, s, s, 3) in MobileNetV2's [-1, 1]; outputs
-        ``oedema_map`` float32 (N, s, s, 1) in [0, 1] and ``slice_score`` float32 (N, 1) in [0, 1]: the
-        maximum over positions of the map's 5 x 5 local mean. The content gate reads the global average
-        of the encoder's ``block_6_expand_relu`` (N, 192), added as ``head_pool`` by :func:`with_pooled`.
+        ``oedema_map`` float32 (N, s, s, 1) in [0, 1], ``slice_score`` float32 (N, 1) in [0, 1] and, with
+        ``sides``, ``side_scores`` float32 (N, 2) (image-left half = the patient's right joint, then the
+        image-right half). A score is the maximum over positions of the map's 5 x 5 local mean. The content
+        gate reads the global average of the encoder's ``block_6_expand_relu`` (N, 192), added as
+        ``head_pool`` by :func:`with_pooled`.
 
     Raises
     ------
     ValueError
-        ``input_size`` not a multiple of 32, or unusable weights.
+        ``input_size`` not a multiple of 32 (64 with ``sides``), or unusable weights.
     """
     import keras
 
-    if input_size % 32:
-        raise ValueError(f"input_size must be a multiple of 32, got {input_size}")
+    from asdesk.training.side_layers import SideMerge, SidePairs, SideSplit
+
+    if input_size % (64 if sides else 32):
+        raise ValueError(f"input_size must be a multiple of {64 if sides else 32}, got {input_size}")
     if weights is not None and weights != "imagenet" and not Path(weights).is_file():
         raise ValueError(f"backbone weights file {weights} does not exist")
     inputs = keras.Input(shape=(input_size, input_size, 3), name="image")
+    features = SideSplit(name=SIDE_SPLIT)(inputs) if sides else inputs
     encoder = keras.applications.MobileNetV2(include_top=False, weights=None if weights is None else str(weights),
-                                             input_tensor=inputs)
+                                             input_tensor=features)
     bottleneck = encoder.get_layer(BOTTLENECK).output
     init = keras.initializers.HeNormal(seed=seed)
     x = bottleneck
@@ -275,15 +294,30 @@ def build_unet(weights: str | Path | None = None, input_size: int = INPUT_SIZE, 
     x = keras.layers.UpSampling2D(2, interpolation="bilinear", name="decoder_out_up")(x)
     x = keras.layers.Conv2D(16, 3, padding="same", activation="relu", kernel_initializer=init,
                             name="decoder_out_conv")(x)
-    oedema = keras.layers.Conv2D(1, 1, activation="sigmoid", dtype="float32", name=MAP_OUTPUT,
+    oedema = keras.layers.Conv2D(1, 1, activation="sigmoid", dtype="float32",
+                                 name=f"{MAP_OUTPUT}_half" if sides else MAP_OUTPUT,
                                  bias_initializer=keras.initializers.Constant(-3.0))(x)
     local = keras.layers.AveragePooling2D(SCORE_WINDOW, strides=1, padding="same", name="score_local_mean")(oedema)
-    score = keras.layers.GlobalMaxPooling2D(name=SCORE_OUTPUT, dtype="float32")(local)
-    model = keras.Model(inputs, {MAP_OUTPUT: oedema, SCORE_OUTPUT: score}, name="MobileNetV2_UNet")
+    if sides:
+        half_scores = keras.layers.GlobalMaxPooling2D(name="side_score_half", dtype="float32")(local)
+        side_scores = SidePairs(flatten=True, name=SIDE_OUTPUT, dtype="float32")(half_scores)
+        score = keras.layers.GlobalMaxPooling1D(name=SCORE_OUTPUT, dtype="float32")(
+            keras.layers.Reshape((2, 1), name="side_scores_column")(side_scores))
+        outputs = {MAP_OUTPUT: SideMerge(name=MAP_OUTPUT, dtype="float32")(oedema), SCORE_OUTPUT: score,
+                   SIDE_OUTPUT: side_scores}
+    else:
+        outputs = {MAP_OUTPUT: oedema,
+                   SCORE_OUTPUT: keras.layers.GlobalMaxPooling2D(name=SCORE_OUTPUT, dtype="float32")(local)}
+    model = keras.Model(inputs, outputs, name="MobileNetV2_UNet_sides" if sides else "MobileNetV2_UNet")
     for layer in encoder.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.trainable = False
     return model
+
+
+def is_side_split(model: Any) -> bool:  # noqa: ANN401
+    """Whether ``model`` reads the two joints separately (:func:`build_unet` with ``sides``)."""
+    return any(layer.name == SIDE_SPLIT for layer in model.layers)
 
 
 def with_pooled(model: Any) -> Any:  # noqa: ANN401
@@ -298,11 +332,18 @@ def with_pooled(model: Any) -> Any:  # noqa: ANN401
     -------
     keras.Model
         Outputs ``[oedema_map (N, s, s, 1), head_pool (N, 192), slice_score (N, 1)]``; ``head_pool`` is the
-        global average of :data:`GATE_LAYER`; no new weights.
+        global average of :data:`GATE_LAYER` (for a side-split model, the mean of the two halves'); no new
+        weights.
     """
     import keras
 
-    pooled = keras.layers.GlobalAveragePooling2D(name=POOLED_LAYER)(model.get_layer(GATE_LAYER).output)
+    from asdesk.training.side_layers import SideMean
+
+    if is_side_split(model):
+        halves = keras.layers.GlobalAveragePooling2D(name=f"{POOLED_LAYER}_half")(model.get_layer(GATE_LAYER).output)
+        pooled = SideMean(name=POOLED_LAYER)(halves)
+    else:
+        pooled = keras.layers.GlobalAveragePooling2D(name=POOLED_LAYER)(model.get_layer(GATE_LAYER).output)
     return keras.Model(model.inputs[0], [model.get_layer(MAP_OUTPUT).output, pooled,
                                          model.get_layer(SCORE_OUTPUT).output], name=f"{model.name}_runtime")
 
@@ -319,7 +360,10 @@ def _dice_bce(y_true: Any, y_pred: Any) -> Any:  # noqa: ANN401
 
 
 def compile_unet(model: Any, learning_rate: float = 5e-4, score_weight: float = 0.5) -> Any:  # noqa: ANN401
-    """Compile with BCE + soft Dice on the map and BCE on the slice score.
+    """Compile with BCE + soft Dice on the map and BCE on the scores.
+
+    A side-split model's joint scores carry ``score_weight`` and its slice score half of it (the slice score
+    is the larger joint score, so it mostly repeats their signal).
 
     Parameters
     ----------
@@ -337,9 +381,12 @@ def compile_unet(model: Any, learning_rate: float = 5e-4, score_weight: float = 
     """
     import keras
 
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate),
-                  loss={MAP_OUTPUT: _dice_bce, SCORE_OUTPUT: "binary_crossentropy"},
-                  loss_weights={MAP_OUTPUT: 1.0, SCORE_OUTPUT: score_weight})
+    losses = {MAP_OUTPUT: _dice_bce, SCORE_OUTPUT: "binary_crossentropy"}
+    weights = {MAP_OUTPUT: 1.0, SCORE_OUTPUT: score_weight}
+    if is_side_split(model):
+        losses[SIDE_OUTPUT] = "binary_crossentropy"
+        weights.update({SIDE_OUTPUT: score_weight, SCORE_OUTPUT: score_weight / 2})
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=losses, loss_weights=weights)
     return model
 
 
@@ -380,8 +427,29 @@ def augment_pair(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator) 
     return np.clip(out, 0.0, 1.0).astype(np.float32), moved
 
 
+def side_labels(masks: np.ndarray) -> np.ndarray:
+    """Per-joint labels from masks on the model-input grid: whether each half holds a marked pixel.
+
+    Parameters
+    ----------
+    masks : numpy.ndarray
+        bool (N, s, s) consensus masks, or (N, R, s, s) one per reader.
+
+    Returns
+    -------
+    numpy.ndarray
+        int (N, 2): [image-left half, image-right half]; from reader masks, 1 where at least two readers
+        marked that half (the slice label's rule, per joint).
+    """
+    half = masks.shape[-1] // 2
+    marked = np.stack([masks[..., :half].any(axis=(-2, -1)), masks[..., half:].any(axis=(-2, -1))], axis=-1)
+    if masks.ndim == 4:
+        return (marked.sum(axis=1) >= 2).astype(int)
+    return marked.astype(int)
+
+
 def _batches(images: np.ndarray, masks: np.ndarray, labels: np.ndarray, batch_size: int, epochs: int,
-             seed: int) -> Any:  # noqa: ANN401
+             seed: int, sides: bool = False) -> Any:  # noqa: ANN401
     rng = np.random.default_rng(seed)
     for _ in range(epochs):
         order = rng.permutation(len(images))
@@ -391,11 +459,14 @@ def _batches(images: np.ndarray, masks: np.ndarray, labels: np.ndarray, batch_si
             x = np.stack([pair[0] for pair in pairs])[..., None].repeat(3, axis=-1) * 2.0 - 1.0
             y_map = np.stack([pair[1] for pair in pairs])[..., None].astype(np.float32)
             y_score = labels[pick].astype(np.float32)[:, None]
-            yield x.astype(np.float32), {MAP_OUTPUT: y_map, SCORE_OUTPUT: y_score}
+            targets = {MAP_OUTPUT: y_map, SCORE_OUTPUT: y_score}
+            if sides:  # from the moved mask: a shift may carry a mark across the midline
+                targets[SIDE_OUTPUT] = side_labels(y_map[..., 0]).astype(np.float32)
+            yield x.astype(np.float32), targets
 
 
 def train_unet(data: Prepared, index: np.ndarray, weights: str | Path | None, epochs: int = 30,
-               batch_size: int = 8, seed: int = 0) -> Any:  # noqa: ANN401
+               batch_size: int = 8, seed: int = 0, sides: bool = True) -> Any:  # noqa: ANN401
     """Train a U-Net on ``data[index]`` (labelled slices) for a fixed number of epochs (no early stopping),
     then recompute the decoder's BatchNorm statistics on those slices (:func:`recalibrate_batchnorm`).
 
@@ -407,6 +478,8 @@ def train_unet(data: Prepared, index: np.ndarray, weights: str | Path | None, ep
     weights : str, Path or None
         Encoder weights (:func:`build_unet`).
     epochs, batch_size, seed : int
+    sides : bool
+        Side-split U-Net (:func:`build_unet`).
 
     Returns
     -------
@@ -415,9 +488,10 @@ def train_unet(data: Prepared, index: np.ndarray, weights: str | Path | None, ep
     import keras
 
     keras.utils.set_random_seed(seed)
-    model = compile_unet(build_unet(weights, seed=seed))
+    model = compile_unet(build_unet(weights, seed=seed, sides=sides))
     steps = len(index) // batch_size
-    generator = _batches(data.images[index], data.consensus[index], data.labels[index], batch_size, epochs, seed)
+    generator = _batches(data.images[index], data.consensus[index], data.labels[index], batch_size, epochs, seed,
+                         sides=sides)
     model.fit(generator, epochs=epochs, steps_per_epoch=steps, verbose=2)
     recalibrate_batchnorm(model, data.images[index])
     return model
@@ -473,8 +547,8 @@ def recalibrate_batchnorm(model: Any, images: np.ndarray, batch_size: int = 8) -
     return changes
 
 
-def predict(model: Any, images: np.ndarray, batch_size: int = 8) -> tuple[np.ndarray, np.ndarray]:  # noqa: ANN401
-    """Oedema maps and slice scores.
+def predict(model: Any, images: np.ndarray, batch_size: int = 8) -> tuple[np.ndarray, ...]:  # noqa: ANN401
+    """Oedema maps, slice scores and (side-split models) joint scores.
 
     Parameters
     ----------
@@ -488,14 +562,19 @@ def predict(model: Any, images: np.ndarray, batch_size: int = 8) -> tuple[np.nda
         float32 (N, s, s) in [0, 1].
     scores : numpy.ndarray
         float32 (N,).
+    side_scores : numpy.ndarray
+        float32 (N, 2), only for a side-split model.
     """
     x = images[..., None].repeat(3, axis=-1) * 2.0 - 1.0
     out = model.predict(x.astype(np.float32), batch_size=batch_size, verbose=0)
-    return np.asarray(out[MAP_OUTPUT])[..., 0].astype(np.float32), np.asarray(out[SCORE_OUTPUT]).reshape(-1)
+    result = (np.asarray(out[MAP_OUTPUT])[..., 0].astype(np.float32), np.asarray(out[SCORE_OUTPUT]).reshape(-1))
+    if SIDE_OUTPUT in out:
+        return (*result, np.asarray(out[SIDE_OUTPUT], np.float32))
+    return result
 
 
 def run_lopo(root: str | Path, weights: str | Path | None, out: str | Path, epochs: int, seed: int = 0,
-             patients: list[str] | None = None) -> Path:
+             patients: list[str] | None = None, sides: bool = True) -> Path:
     """Leave-one-patient-out: train on 7 labelled patients, predict the 8th; save maps and scores.
 
     Parameters
@@ -508,6 +587,9 @@ def run_lopo(root: str | Path, weights: str | Path | None, out: str | Path, epoc
     epochs, seed : int
     patients : list of str, optional
         Only these held-out patients (default all).
+    sides : bool
+        Side-split U-Net (:func:`build_unet`); the fold files then also hold ``side_scores`` and
+        ``side_labels``.
 
     Returns
     -------
@@ -524,10 +606,11 @@ def run_lopo(root: str | Path, weights: str | Path | None, out: str | Path, epoc
         start = time.perf_counter()
         train = np.flatnonzero(data.patients != patient)
         test = np.flatnonzero(data.patients == patient)
-        model = train_unet(data, train, weights, epochs=epochs, seed=seed)
-        maps, scores = predict(model, data.images[test])
+        model = train_unet(data, train, weights, epochs=epochs, seed=seed, sides=sides)
+        maps, scores, *joints = predict(model, data.images[test])
+        extra = {"side_scores": joints[0], "side_labels": side_labels(data.readers[test])} if joints else {}
         np.savez_compressed(target, maps=maps.astype(np.float16), scores=scores, labels=data.labels[test],
-                            slices=data.slices[test], seconds=time.perf_counter() - start)
+                            slices=data.slices[test], seconds=time.perf_counter() - start, **extra)
         LOGGER.info("fold %s: %d slices, %.0f s", patient, len(test), time.perf_counter() - start)
     return out
 
@@ -580,17 +663,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--patients", default="", help="comma-separated held-out patients (lopo)")
+    parser.add_argument("--whole", action="store_true",
+                        help="the 2.0.0 whole-crop U-Net instead of reading the two joints separately")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.command == "lopo":
         run_lopo(args.data, args.weights, args.out, args.epochs, args.seed,
-                 [p for p in args.patients.split(",") if p] or None)
+                 [p for p in args.patients.split(",") if p] or None, sides=not args.whole)
         return 0
     data = prepare(load_volumes(args.data))
-    model = train_unet(data, np.arange(len(data.images)), args.weights, epochs=args.epochs, seed=args.seed)
+    model = train_unet(data, np.arange(len(data.images)), args.weights, epochs=args.epochs, seed=args.seed,
+                       sides=not args.whole)
     Path(args.out).mkdir(parents=True, exist_ok=True)
     model.save(Path(args.out) / "model.keras")
     (Path(args.out) / "training.json").write_text(json.dumps({"epochs": args.epochs, "seed": args.seed,
+                                                              "sides": not args.whole,
                                                               "patients": sorted(set(data.patients.tolist()))}))
     return 0
 
