@@ -36,3 +36,15 @@ def test_cards_without_a_usable_auc(document):
 def test_a_bare_number_is_a_value_without_interval():
     auc = measured_auc({"performance": {"metrics": {"roc_auc": 0.7}}})
     assert (auc.value, auc.low, auc.high) == (0.7, None, None) and auc.text() == "0.700"
+
+
+def test_the_cards_model_selection_reads_as_a_sentence_not_a_dict():
+    from asdesk.core.performance import selection_text
+
+    card = {"configurations_tried": 3, "note": "the rule was written down before the last six folds."}
+    assert selection_text(card) == "3 configurations tried on these patients. the rule was written down before " \
+                                   "the last six folds."
+    assert selection_text({"configurations_tried": 1}) == "1 configuration tried on these patients."
+    assert selection_text("best of three runs") == "best of three runs"
+    assert selection_text(None) == selection_text({}) == ""
+    assert "{" not in selection_text(card)

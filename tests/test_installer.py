@@ -29,7 +29,8 @@ NOT_BUNDLED = ("training/", "io/nifti.py")
 # missing, with a message (tests/test_lean_runtime.py checks that the analysis path never imports them).
 TENSORFLOW_ENGINE = ("inference/engine.py", "inference/gradcam.py", "inference/runtime.py",
                      "inference/content_gate.py", "inference/pack.py",
-                     "inference/stn_layers.py")  # the Spatial Transformer layer: loaded only with model.keras
+                     "inference/stn_layers.py",  # the Spatial Transformer layer: loaded only with model.keras
+                     "inference/side_layers.py")  # the oedema U-Net's joint-splitting layers: likewise
 TRAINING_STACK = ("tensorflow", "keras")
 
 

@@ -112,9 +112,53 @@ def test_the_card_matches_its_out_of_fold_predictions():
     local = card["localisation"]
     assert local["reader_pairwise_dice"]["mean_of_pairs"] is not None
     assert local["oedema_map"]["consensus"]["pointing_game"]["n"] > 0
-    assert card["comparison"]["auc_previous"] == pytest.approx(0.6714, abs=1e-4)  # the 1.0.0 pack, same folds
+    comparison = card["comparison"]
+    assert comparison["auc_this"] == card["performance"]["metrics"]["auc"]["value"]
+    previous = {entry["pack"].split()[1]: entry for entry in comparison["previous_packs"]}
+    assert set(previous) == {"1.0.0", "2.0.0"}  # both earlier packs, on the same folds
+    for entry in previous.values():
+        assert entry["auc_difference"]["difference"] == pytest.approx(comparison["auc_this"] - entry["auc"], abs=2e-4)
     assert card["selection"]["configurations_tried"] >= 1
     assert sum(card["onnx"]["parity"]["decisions_changed"].values()) == 0
+
+
+def test_each_joints_auc_in_the_card_is_what_its_out_of_fold_scores_give():
+    """Left and right are separate evidence: the card's per-joint AUCs come from the joint scores written beside
+    it, and (where the data is present) each joint's label is what the readers marked on that side."""
+    from sklearn.metrics import roc_auc_score
+
+    from asdesk.inference import load_pack
+
+    card = load_pack(PACK).card.raw
+    block = card["performance"]["per_joint"]
+    with (PACK / "evaluation" / "joint_predictions.csv").open(encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == block["n_joints"] == 2 * card["performance"]["n_images"]
+    labels = np.array([int(r["label"]) for r in rows])
+    scores = np.array([float(r["probability"]) for r in rows])
+    assert int(labels.sum()) == block["n_positive"]
+    assert roc_auc_score(labels, scores) == pytest.approx(block["auc_all_joints"]["value"], abs=1e-4)
+    for joint in ("right", "left"):
+        mine = np.array([r["joint"] == joint for r in rows])
+        assert roc_auc_score(labels[mine], scores[mine]) == pytest.approx(
+            block[f"auc_patient_{joint}"]["value"], abs=1e-4)
+    # a slice is positive when two readers marked it; a joint when two marked that side: never more joints
+    with (PACK / "evaluation" / "predictions.csv").open(encoding="utf-8") as handle:
+        slice_label = {r["key"]: int(r["label"]) for r in csv.DictReader(handle)}
+    assert all(int(r["label"]) <= slice_label[r["key"]] for r in rows)
+    if (SHARED_DATA / "sij-mri-spa").is_dir():
+        from asdesk.training.oedema import load_volumes
+
+        expected = {}
+        for volume in load_volumes(SHARED_DATA / "sij-mri-spa"):
+            half = volume.records[0].pixels.shape[1] // 2
+            for index in range(len(volume.records)):
+                for joint, part in (("right", np.s_[:, :half]), ("left", np.s_[:, half:])):
+                    votes = sum(bool(mask[index][part].any()) for mask in volume.readers.values())
+                    expected[(f"{volume.patient}#{index}", joint)] = int(votes >= 2)
+        # the labels were taken on the model-input grid; on the source grid at most a mark on the midline differs
+        agree = np.mean([expected[(r["key"], r["joint"])] == int(r["label"]) for r in rows])
+        assert agree > 0.97, agree
 
 
 def test_localisation_measures_are_reproducible_from_the_readers_masks():

@@ -69,19 +69,72 @@ def small_unet():
     return build_unet(weights=None, input_size=64)
 
 
-def test_the_slice_score_is_the_peak_of_the_maps_local_mean(small_unet):
+def _peak_local_mean(m):
     from scipy.ndimage import uniform_filter
 
-    from asdesk.training.oedema import MAP_OUTPUT, SCORE_OUTPUT, SCORE_WINDOW
+    from asdesk.training.oedema import SCORE_WINDOW
+
+    total = uniform_filter(m.astype(np.float64), SCORE_WINDOW, mode="constant")
+    count = uniform_filter(np.ones_like(m, np.float64), SCORE_WINDOW, mode="constant")
+    return float((total / count).max())
+
+
+def test_each_joint_score_is_the_peak_of_its_halfs_local_mean_and_the_slice_score_the_larger(small_unet):
+    from asdesk.training.oedema import MAP_OUTPUT, SCORE_OUTPUT, SIDE_OUTPUT
 
     x = np.random.default_rng(0).uniform(-1, 1, (3, 64, 64, 3)).astype(np.float32)
     out = small_unet(x, training=False)
     maps, scores = np.asarray(out[MAP_OUTPUT])[..., 0], np.asarray(out[SCORE_OUTPUT]).reshape(-1)
-    assert maps.shape == (3, 64, 64) and np.all((maps >= 0) & (maps <= 1))
-    for m, s in zip(maps, scores, strict=True):
-        total = uniform_filter(m.astype(np.float64), SCORE_WINDOW, mode="constant")
-        count = uniform_filter(np.ones_like(m, np.float64), SCORE_WINDOW, mode="constant")
-        assert s == pytest.approx(float((total / count).max()), abs=1e-5)
+    joints = np.asarray(out[SIDE_OUTPUT])
+    assert maps.shape == (3, 64, 64) and np.all((maps >= 0) & (maps <= 1)) and joints.shape == (3, 2)
+    for m, s, (right, left) in zip(maps, scores, joints, strict=True):
+        # each half is its own input: the local mean does not reach across the midline
+        assert right == pytest.approx(_peak_local_mean(m[:, :32]), abs=1e-5)
+        assert left == pytest.approx(_peak_local_mean(m[:, 32:]), abs=1e-5)
+        assert s == pytest.approx(max(right, left), abs=1e-6)
+
+
+def test_the_whole_crop_unet_scores_the_peak_of_the_maps_local_mean():
+    import keras
+
+    from asdesk.training.oedema import MAP_OUTPUT, SCORE_OUTPUT, build_unet
+
+    keras.utils.set_random_seed(0)
+    model = build_unet(weights=None, input_size=64, sides=False)
+    out = model(np.random.default_rng(0).uniform(-1, 1, (2, 64, 64, 3)).astype(np.float32), training=False)
+    for m, s in zip(np.asarray(out[MAP_OUTPUT])[..., 0], np.asarray(out[SCORE_OUTPUT]).reshape(-1), strict=True):
+        assert s == pytest.approx(_peak_local_mean(m), abs=1e-5)
+
+
+def test_a_mirrored_slice_gives_the_mirrored_map_and_swaps_the_joints(small_unet):
+    """Left and right stay what they are: the network reads each joint the same way, whichever side it is on."""
+    from asdesk.training.oedema import MAP_OUTPUT, SIDE_OUTPUT
+
+    x = np.random.default_rng(2).uniform(-1, 1, (2, 64, 64, 3)).astype(np.float32)
+    x[:, 20:30, 40:50] = 1.0  # something bright on the image-right half only
+    out = small_unet(x, training=False)
+    mirrored = small_unet(np.ascontiguousarray(x[:, :, ::-1]), training=False)
+    assert np.abs(np.asarray(out[MAP_OUTPUT])[:, :, ::-1] - np.asarray(mirrored[MAP_OUTPUT])).max() < 1e-6
+    assert np.abs(np.asarray(out[SIDE_OUTPUT])[:, ::-1] - np.asarray(mirrored[SIDE_OUTPUT])).max() < 1e-6
+    # and the halves are independent: changing the image-left half leaves the image-right joint's score alone
+    changed = x.copy()
+    changed[:, :, :32] = np.random.default_rng(5).uniform(-1, 1, changed[:, :, :32].shape)
+    again = small_unet(changed, training=False)
+    assert np.abs(np.asarray(again[SIDE_OUTPUT])[:, 1] - np.asarray(out[SIDE_OUTPUT])[:, 1]).max() < 1e-6
+    assert np.abs(np.asarray(again[MAP_OUTPUT])[:, :, 32:] - np.asarray(out[MAP_OUTPUT])[:, :, 32:]).max() < 1e-6
+
+
+def test_joint_labels_need_two_readers_on_that_side():
+    from asdesk.training.oedema import side_labels
+
+    readers = np.zeros((3, 4, 8, 8), bool)
+    readers[0, 0, 2, 1] = readers[0, 1, 5, 2] = True  # two readers, both on the image-left half
+    readers[1, 0, 2, 1] = readers[1, 1, 5, 6] = True  # one reader on each side: the slice label, no joint label
+    readers[2, :, 4, 4:6] = True  # all four on the image-right half
+    assert side_labels(readers).tolist() == [[1, 0], [0, 0], [0, 1]]
+    consensus = np.zeros((2, 8, 8), bool)
+    consensus[0, 1, 3] = consensus[1, 1, 4] = True
+    assert side_labels(consensus).tolist() == [[1, 0], [0, 1]]
 
 
 def test_the_runtime_graph_exports_to_onnx_with_parity(small_unet, tmp_path):
@@ -97,6 +150,7 @@ def test_the_runtime_graph_exports_to_onnx_with_parity(small_unet, tmp_path):
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     x = (images[..., None].repeat(3, axis=-1) * 2 - 1).astype(np.float32)
     got_map, got_pooled, got_score = session.run(["oedema_map", "pooled", "probability"], {"image": x})
+    assert got_pooled.shape == (4, 192)  # the two halves' mean: one vector per slice
     assert np.max(np.abs(got_map[..., 0] - maps)) < 1e-5
     assert np.max(np.abs(got_pooled - pooled)) < 1e-4
     assert np.max(np.abs(got_score.reshape(-1) - scores)) < 1e-5

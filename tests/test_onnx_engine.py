@@ -219,9 +219,8 @@ def test_shipped_knee_pack_same_decisions_on_both_engines() -> None:
 def test_shipped_sij_pack_onnx_equals_its_keras_model(shared_data: Path) -> None:
     """The SIJ pack is a U-Net (an oedema map, no CAM head): the ONNX engine's score and map equal the Keras
     model's on real slices, and no decision changes at any operating point."""
-    import keras
-
     from asdesk.inference.onnx_engine import OnnxEngine
+    from asdesk.inference.runtime import load_model
     from asdesk.io import nifti_slices
     from asdesk.tasks.decision import judge
     from asdesk.training.oedema_pack import keras_outputs
@@ -232,7 +231,7 @@ def test_shipped_sij_pack_onnx_equals_its_keras_model(shared_data: Path) -> None
     records = [slices[i] for i in (5, len(slices) // 2, -6)]
     outputs = OnnxEngine(pack).infer(records, gradcam=True)
     images = np.stack([output.model_input.image for output in outputs])
-    maps, _pooled, scores = keras_outputs(keras.models.load_model(pack.model_path, compile=False), images)
+    maps, _pooled, scores = keras_outputs(load_model(pack.model_path), images)
     for output, score, grid in zip(outputs, scores, maps, strict=True):
         assert abs(output.probability - float(score)) < 1e-5
         for point in pack.card.operating_points:

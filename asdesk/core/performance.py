@@ -186,6 +186,29 @@ class HeldOutEvidence:
         return out
 
 
+def selection_text(selection: Any) -> str:  # noqa: ANN401
+    """The card's ``selection`` as one sentence.
+
+    Parameters
+    ----------
+    selection : dict, str or None
+        ``{"configurations_tried": int, "note": str}`` (training writes this), a free text, or nothing.
+
+    Returns
+    -------
+    str
+        e.g. ``"3 configurations tried on these patients. <note>"``; ``""`` when there is nothing to say.
+    """
+    if not selection:
+        return ""
+    if not isinstance(selection, dict):
+        return str(selection)
+    tried = selection.get("configurations_tried")
+    count = (f"{tried} configuration{'s' if tried != 1 else ''} tried on these patients."
+             if isinstance(tried, int) and not isinstance(tried, bool) else "")
+    return " ".join(part for part in (count, str(selection.get("note") or "").strip()) if part)
+
+
 def _estimate(spec: Any) -> Estimate | None:  # noqa: ANN401
     if isinstance(spec, int | float) and not isinstance(spec, bool):
         return Estimate(float(spec))
@@ -243,5 +266,5 @@ def held_out_evidence(card: Mapping[str, Any], operating_point: str) -> HeldOutE
         operating_point=operating_point, sensitivity=sensitivity, specificity=specificity,
         auc=measured_auc(card), protocol=str(performance.get("protocol", "")),
         dataset=str(performance.get("dataset", "")), n_images=count("n_images"), n_patients=count("n_patients"),
-        thresholds_chosen_on=chosen_on, selection=str(card.get("selection", "") or ""),
+        thresholds_chosen_on=chosen_on, selection=selection_text(card.get("selection")),
         chance_warning=chance_warning(card), calibration=calibration_text)

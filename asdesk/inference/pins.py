@@ -29,10 +29,10 @@ BUNDLED_PINS: dict[str, dict[str, str]] = {
         "onnx_head.npz": "23c59cafad14c7d7f58f1b8e89246d2db6de266ab95c436d9c6d68a6c63a4024"
     },
     "sij-mri-stir-inflammation": {
-        "card.json": "5981351d401816d9ab35af531b3480c5b18042d4f53c39936d85a519a5343d57",
-        "content_gate.npz": "d9e8c9154d8280c9c9c96c32894a813fd413fdd4f51170bf88738139877a1f46",
-        "model.keras": "b1b52a0edf1a373d4a79ab94ae151703eee66dde754dd2b429ea0407dba93fd2",
-        "model.onnx": "a8e0b5b2a9bd93f4bfbce3fa66b974ff51d596d78b839ceb118ad56ddf18d60c"
+        "card.json": "4125ac6b2db7e9e6d42e365eb0b988fc198fab4b0397ee02980243bf562294ab",
+        "content_gate.npz": "379b595ad9615b6043b119d850898a96ca586334fc6003caf12a525aa2e2e620",
+        "model.keras": "f9a27cf53cdddb2db20abc0f8ea51d1fd82cb9c2fc3ecbc1e58c4ef91d5a20c5",
+        "model.onnx": "6c2e5054b226bbdfabe82ea8cf05d722dd9874f9af40951eb961c5408fca7063"
     }
 }
 # END PINS

@@ -92,6 +92,7 @@ def load_model(path: str | Path) -> Any:  # noqa: ANN401
                         "model.keras: unset ASDESK_RUNTIME, or use the pack from a source checkout")
     import keras
 
+    import asdesk.inference.side_layers  # noqa: F401 - registers the oedema U-Net's joint-splitting layers
     import asdesk.inference.stn_layers  # noqa: F401 - registers the Spatial Transformer's sampler layer
 
     try:

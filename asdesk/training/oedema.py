@@ -11,6 +11,11 @@ local mean (about 3.4 mm x 3.4 mm of oedema), trained jointly against the slice 
 marked the slice, the data README's definition), so the score is derived from the map and a single bright
 pixel does not make a finding. No horizontal flip: left and right joints stay where they are.
 
+Since pack 3.0.0 the U-Net reads the two sacroiliac joints separately (:func:`build_unet` ``sides``): the crop
+is cut at its midline, which lies on the sacrum (the field of view is centred there), and the image-right half
+is mirrored, so one set of weights reads each joint like-oriented; each joint has its own score, trained on its
+own label (two readers marked that side), and the slice score is the larger of the two.
+
 The graph is flat and exports to ONNX with three outputs (``oedema_map``, ``pooled`` for the content gate,
 ``probability`` = the slice score), so the lean runtime runs it like the classifiers.
 """
@@ -237,10 +242,10 @@ def build_unet(weights: str | Path | None = None, input_size: int = INPUT_SIZE, 
     With ``sides`` (the default since pack 3.0.0) the input is cut at its vertical midline, which the fixed
     crop centred on the field of view puts on the sacrum (measured on the 248 training slices: the pelvis's
     mirror-symmetry axis lies within 3 mm of the image centre on most of them), and the right half is
-    mirrored (:class:`asdesk.training.side_layers.SideSplit`), so one network reads each sacroiliac joint as a
+    mirrored (:class:`asdesk.inference.side_layers.SideSplit`), so one network reads each sacroiliac joint as a
     separate, like-oriented input: every weight sees twice the joints, and each joint gets its own score,
     trained on its own label (at least two readers marked that side). The map is put back together
-    (:class:`~asdesk.training.side_layers.SideMerge`); the slice score is the larger joint score.
+    (:class:`~asdesk.inference.side_layers.SideMerge`); the slice score is the larger joint score.
 
     Parameters
     ----------
@@ -271,7 +276,7 @@ def build_unet(weights: str | Path | None = None, input_size: int = INPUT_SIZE, 
     """
     import keras
 
-    from asdesk.training.side_layers import SideMerge, SidePairs, SideSplit
+    from asdesk.inference.side_layers import SideMerge, SidePairs, SideSplit
 
     if input_size % (64 if sides else 32):
         raise ValueError(f"input_size must be a multiple of {64 if sides else 32}, got {input_size}")
@@ -337,7 +342,7 @@ def with_pooled(model: Any) -> Any:  # noqa: ANN401
     """
     import keras
 
-    from asdesk.training.side_layers import SideMean
+    from asdesk.inference.side_layers import SideMean
 
     if is_side_split(model):
         halves = keras.layers.GlobalAveragePooling2D(name=f"{POOLED_LAYER}_half")(model.get_layer(GATE_LAYER).output)
@@ -646,9 +651,9 @@ def train_oedema_pack(args: argparse.Namespace) -> int:
         model.save(final / "model.keras")
         (final / "training.json").write_text(json.dumps({"epochs": args.epochs, "seed": args.seed}))
     build(argparse.Namespace(
-        data=args.data, lopo=str(out / "lopo"), model=str(final / "model.keras"), old_pack="", out=str(out),
-        pack_id=args.pack_id, version=args.pack_version, weights_name=str(weights or "none"), epochs=args.epochs,
-        configurations=1, selection_note="", allow_parity_changes=False))
+        data=args.data, lopo=str(out / "lopo"), model=str(final / "model.keras"), old_pack=[], previous_lopo="",
+        out=str(out), pack_id=args.pack_id, version=args.pack_version, weights_name=str(weights or "none"),
+        epochs=args.epochs,        configurations=1, selection_note="", allow_parity_changes=False))
     print(f"model pack written to {out}")
     return 0
 

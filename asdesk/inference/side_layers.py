@@ -10,8 +10,10 @@ finding on the right joint is never shown, or learned, as one on the left.
 
 Written with ``keras.ops`` only (slice, flip, concatenate, split): the model stays one flat functional graph,
 is saved in ``model.keras`` (registered as ``asdesk>Side*``) and converts to ONNX through tf2onnx (Slice,
-ReverseSequence/Slice, Concat, Split). Loading a side-split ``model.keras`` needs this module imported, which
-:mod:`asdesk.training.oedema` does; the analysis runtime runs the exported ONNX graph and never imports it.
+ReverseSequence/Slice, Concat, Split). It lives in :mod:`asdesk.inference`, like the Spatial Transformer's
+sampler, because loading a pack's ``model.keras`` needs the classes (:func:`asdesk.inference.runtime.load_model`
+registers them); :mod:`asdesk.training.oedema` builds the U-Net around them. The analysis runtime runs the
+exported ONNX graph and never imports this module.
 """
 
 from __future__ import annotations
