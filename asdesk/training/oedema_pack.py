@@ -24,6 +24,7 @@ import csv
 import datetime as dt
 import json
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -122,6 +123,15 @@ def _auc(labels: np.ndarray, scores: np.ndarray) -> float | None:
     return float(roc_auc_score(labels, scores)) if len(np.unique(labels)) == 2 else None
 
 
+def _patient_resamples(groups: np.ndarray, n_resamples: int, seed: int) -> Iterator[np.ndarray]:
+    """Row indices of ``n_resamples`` bootstrap samples of patients (each patient's rows kept together)."""
+    rng = np.random.default_rng(seed)
+    patients = np.unique(groups)
+    rows = {p: np.flatnonzero(groups == p) for p in patients}
+    for _ in range(n_resamples):
+        yield np.concatenate([rows[p] for p in rng.choice(patients, len(patients))])
+
+
 def paired_auc_difference(labels: np.ndarray, new: np.ndarray, old: np.ndarray, groups: np.ndarray,
                           n_resamples: int = 2000, seed: int = 0) -> dict[str, Any]:
     """AUC(new) - AUC(old) on the same images, 95% CI from a bootstrap of patients (pairs kept together).
@@ -140,12 +150,8 @@ def paired_auc_difference(labels: np.ndarray, new: np.ndarray, old: np.ndarray, 
     dict
         ``{"difference", "ci95": [low, high], "resamples_used"}``.
     """
-    rng = np.random.default_rng(seed)
-    patients = np.unique(groups)
-    rows = {p: np.flatnonzero(groups == p) for p in patients}
     values = []
-    for _ in range(n_resamples):
-        pick = np.concatenate([rows[p] for p in rng.choice(patients, len(patients))])
+    for pick in _patient_resamples(groups, n_resamples, seed):
         a, b = _auc(labels[pick], new[pick]), _auc(labels[pick], old[pick])
         if a is not None and b is not None:
             values.append(a - b)
@@ -172,12 +178,8 @@ def auc_with_ci(labels: np.ndarray, scores: np.ndarray, groups: np.ndarray, n_re
     dict
         ``{"value", "ci95": [low, high]}``, rounded to 4 decimals.
     """
-    rng = np.random.default_rng(seed)
-    patients = np.unique(groups)
-    rows = {p: np.flatnonzero(groups == p) for p in patients}
     values = []
-    for _ in range(n_resamples):
-        pick = np.concatenate([rows[p] for p in rng.choice(patients, len(patients))])
+    for pick in _patient_resamples(groups, n_resamples, seed):
         value = _auc(labels[pick], scores[pick])
         if value is not None:
             values.append(value)
