@@ -2,8 +2,9 @@
 pydicom: Secondary Captures linked to the source study, a TID 1500 Structured Report with the model as observer
 device and the reader as observer person, validated with dicom3tools' ``dciodvfy`` when it is installed.
 
-Real data: the SI-joint STIR series (15 extensionless slices; the shipped SIJ pack refuses it, so it is analysed
-as is and with ``force``) and a knee radiograph PNG. The reader's decisions below are TEST DATA.
+Real data: the SI-joint STIR series (15 extensionless slices, analysed by the shipped SIJ pack), the T1 series of
+the same study (the SIJ pack refuses it: analysed as is and with ``force``) and a knee radiograph PNG. The
+reader's decisions below are TEST DATA.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from pydicom.uid import Comprehensive3DSRStorage, SecondaryCaptureImageStorage
 from asdesk.core.reader_decision import AiFindingRef, ReaderDecision
 
 STIR = SHARED_DATA / "sij-mri-dicom" / "patient1" / "STIR"
+T1 = SHARED_DATA / "sij-mri-dicom" / "patient1" / "T1"
+SIJ = "sij-mri-stir-inflammation"
 KNEE_DIR = SHARED_DATA / "knee-xray-kl" / "val" / "3"
 REPO = Path(__file__).resolve().parents[1]
 
@@ -41,17 +44,24 @@ def engines() -> Any:  # noqa: ANN401
 
 
 @pytest.fixture(scope="module")
-def stir_forced(engines) -> Any:  # noqa: ANN401
-    from asdesk.tasks import analyze_path
-
-    return analyze_path(STIR, engines=engines, force=True)
-
-
-@pytest.fixture(scope="module")
-def stir_refused(engines) -> Any:  # noqa: ANN401
+def stir(engines) -> Any:  # noqa: ANN401
     from asdesk.tasks import analyze_path
 
     return analyze_path(STIR, engines=engines)
+
+
+@pytest.fixture(scope="module")
+def t1_refused(engines) -> Any:  # noqa: ANN401
+    from asdesk.tasks import analyze_path
+
+    return analyze_path(T1, engines=engines, model_id=SIJ)
+
+
+@pytest.fixture(scope="module")
+def t1_forced(engines) -> Any:  # noqa: ANN401
+    from asdesk.tasks import analyze_path
+
+    return analyze_path(T1, engines=engines, model_id=SIJ, force=True)
 
 
 @pytest.fixture(scope="module")
@@ -114,10 +124,10 @@ def tracking(group) -> str:
 
 
 # ------------------------------------------------------------------------------------------------- tests
-def test_series_secondary_captures_are_filed_in_the_source_study(tmp_path, engines, stir_forced):
+def test_series_secondary_captures_are_filed_in_the_source_study(tmp_path, engines, stir):
     from asdesk.tasks.dicom_export import export_dicom
 
-    written = export_dicom(stir_forced, card_of(engines, stir_forced), tmp_path)
+    written = export_dicom(stir, card_of(engines, stir), tmp_path)
     source = sources()
     assert len(written.secondary_captures) == 15 and not written.new_study
     captures = [pydicom.dcmread(path) for path in written.secondary_captures]
@@ -140,20 +150,20 @@ def test_series_secondary_captures_are_filed_in_the_source_study(tmp_path, engin
     assert pixels.shape[1] == 768 and pixels.shape[0] > 768      # enlarged x3 for legible text, plus the text band
     band = pixels[770:].astype(int)
     assert (band.max(axis=2) > 150).sum() > 2000                 # text is written in the band below the image
-    top = stir_forced.slices[int(np.argmax([s.prediction.probability for s in stir_forced.slices]))]
-    shown = pydicom.dcmread(written.secondary_captures[stir_forced.slices.index(top)]).pixel_array[:768].astype(int)
+    top = stir.slices[int(np.argmax([s.prediction.probability for s in stir.slices]))]
+    shown = pydicom.dcmread(written.secondary_captures[stir.slices.index(top)]).pixel_array[:768].astype(int)
     colour = np.abs(shown[..., 0] - shown[..., 2]) + np.abs(shown[..., 1] - shown[..., 2])
     assert (colour > 40).sum() > 500                             # the heat map is burned in on the top slice
 
 
-def test_series_structured_report_holds_the_finding_the_model_and_the_reader(tmp_path, engines, stir_forced):
+def test_series_structured_report_holds_the_finding_the_model_and_the_reader(tmp_path, engines, stir):
     from asdesk.tasks.dicom_export import export_dicom
 
-    card = card_of(engines, stir_forced)
+    card = card_of(engines, stir)
     decision = ReaderDecision(key="TEST", conclusion="negative", note="TEST note: vascular signal, no oedema",
                               reader="Lovelace, Ada", recorded_at="2025-03-01T14:05:09+01:00",
-                              ai=AiFindingRef.from_result(stir_forced))
-    written = export_dicom(stir_forced, card, tmp_path, decision=decision)
+                              ai=AiFindingRef.from_result(stir))
+    written = export_dicom(stir, card, tmp_path, decision=decision)
     document = pydicom.dcmread(written.structured_report)
     source = sources()
     assert document.SOPClassUID == Comprehensive3DSRStorage and document.Modality == "SR"
@@ -174,19 +184,19 @@ def test_series_structured_report_holds_the_finding_the_model_and_the_reader(tmp
     assert len(found) == 1 + 15 + 1                                  # study finding, 15 slices, the reader
     study_group, slice_groups, reader_group = found[0], found[1:16], found[16]
     positive_label = card["labels"]["positive"]
-    study = stir_forced.study_prediction
+    study = stir.study_prediction
     assert tracking(study_group) == "AI study finding"
     assert children(study_group, "Finding") == [positive_label]
     assert children(study_group, positive_label) == ["Present" if study.positive else "Absent"]
     assert children(study_group, "Study score (the model card's study rule)") == [
-        pytest.approx(stir_forced.study_probability, abs=1e-6)]
+        pytest.approx(stir.study_probability, abs=1e-6)]
     assert children(study_group, "Threshold Value") == [pytest.approx(study.threshold, abs=1e-6)]
     assert children(study_group, "CAD Operating Point Description") == ["balanced"]
     assert set(children(study_group, "Source of Measurement")) == {d.SOPInstanceUID for d in source}
-    assert any("OUTSIDE VALIDATED USE" in text for text in children(study_group, "Comment"))   # forced: marked
+    assert not any("OUTSIDE VALIDATED USE" in text for text in children(study_group, "Comment"))  # not forced
     parameters = " | ".join(children(study_group, "Algorithm Parameters"))
     assert card["sha256"] in parameters and "study rule" in parameters
-    for index, (group, result) in enumerate(zip(slice_groups, stir_forced.slices, strict=True)):
+    for index, (group, result) in enumerate(zip(slice_groups, stir.slices, strict=True)):
         assert tracking(group).startswith(f"slice {index + 1} of 15")
         assert children(group, "Probability") == [pytest.approx(result.prediction.probability, abs=1e-6)]
         assert children(group, positive_label) == ["Present" if result.prediction.positive else "Absent"]
@@ -203,13 +213,13 @@ def test_series_structured_report_holds_the_finding_the_model_and_the_reader(tmp
     assert len(children(reader_group, "Source of Measurement")) == 15
 
 
-def test_a_refused_series_is_reported_as_not_analysed(tmp_path, engines, stir_refused):
+def test_a_refused_series_is_reported_as_not_analysed(tmp_path, engines, t1_refused):
     from asdesk.tasks.dicom_export import export_dicom
 
-    assert stir_refused.refused                                   # the shipped SIJ pack refuses this series
-    written = export_dicom(stir_refused, card_of(engines, stir_refused), tmp_path)
+    assert t1_refused.refused                                     # the shipped SIJ pack reads STIR, not T1
+    written = export_dicom(t1_refused, card_of(engines, t1_refused), tmp_path)
     study_group = groups(pydicom.dcmread(written.structured_report))[0]
-    label = card_of(engines, stir_refused)["labels"]["positive"]
+    label = card_of(engines, t1_refused)["labels"]["positive"]
     assert children(study_group, label) == ["Not analysed: outside the model's validated use"]
     assert children(study_group, "CAD Processing and Findings Summary") == ["No algorithms succeeded; without findings"]
     assert children(study_group, "Probability") == [] and children(study_group, "Study score (the model card's "
@@ -217,6 +227,15 @@ def test_a_refused_series_is_reported_as_not_analysed(tmp_path, engines, stir_re
     assert "outside what sij-mri-stir-inflammation was validated for" in children(study_group, "Comment")[0]
     capture = pydicom.dcmread(written.secondary_captures[0]).pixel_array[:768].astype(int)
     assert np.abs(capture[..., 0] - capture[..., 2]).max() <= 2    # no heat map on a refused image
+
+
+def test_a_forced_series_is_marked_outside_validated_use(tmp_path, engines, t1_forced):
+    from asdesk.tasks.dicom_export import export_dicom
+
+    assert not t1_forced.refused and all(s.gate.overridden for s in t1_forced.slices)
+    written = export_dicom(t1_forced, card_of(engines, t1_forced), tmp_path)
+    study_group = groups(pydicom.dcmread(written.structured_report))[0]
+    assert any("OUTSIDE VALIDATED USE" in text for text in children(study_group, "Comment"))
 
 
 def test_a_png_gets_a_new_study_with_a_placeholder_patient(tmp_path, engines, knee):
@@ -280,14 +299,14 @@ EXPECTED_WARNINGS = (
 
 @pytest.mark.skipif(shutil.which("dciodvfy") is None,
                     reason="dciodvfy (Debian package dicom3tools) is not installed: apt-get install dicom3tools")
-def test_dciodvfy_finds_no_error_of_ours(tmp_path, engines, stir_forced, knee):
+def test_dciodvfy_finds_no_error_of_ours(tmp_path, engines, stir, knee):
     from asdesk.tasks.dicom_export import export_dicom
 
     decision = ReaderDecision(key="TEST", conclusion="indeterminate", note="TEST", reader="Test Reader",
-                              recorded_at="2025-03-01T14:05:09+01:00", ai=AiFindingRef.from_result(stir_forced))
+                              recorded_at="2025-03-01T14:05:09+01:00", ai=AiFindingRef.from_result(stir))
     (tmp_path / "stir").mkdir()
     (tmp_path / "knee").mkdir()
-    series = export_dicom(stir_forced, card_of(engines, stir_forced), tmp_path / "stir", decision=decision)
+    series = export_dicom(stir, card_of(engines, stir), tmp_path / "stir", decision=decision)
     image = export_dicom(knee, card_of(engines, knee), tmp_path / "knee")
     source_series_uid = sources()[0].SeriesInstanceUID
     for path in [series.secondary_captures[0], series.secondary_captures[-1], series.structured_report,
@@ -317,10 +336,10 @@ def test_analyze_dicom_out_on_the_command_line(tmp_path, capsys, engines):
     assert Path(dicom["structured_report"]) == out / f"{knee_file.stem}-sr.dcm"
     assert sorted(p.name for p in out.iterdir()) == [f"{knee_file.stem}-sc-001.dcm", f"{knee_file.stem}-sr.dcm"]
     assert pydicom.dcmread(dicom["structured_report"]).SOPClassUID == Comprehensive3DSRStorage
-    assert cli.main(["analyze", str(STIR), "--dicom-out", str(tmp_path / "series"), "-q"]) == 3   # refused
-    text = capsys.readouterr().out
+    assert cli.main(["analyze", str(T1), "--model", SIJ, "--dicom-out", str(tmp_path / "series"), "-q"]) == 3
+    text = capsys.readouterr().out                                # exit 3: refused, and the files still written
     assert f"DICOM: 15 secondary capture(s) and a structured report in {tmp_path / 'series'}" in text
-    assert len(list((tmp_path / "series").glob("STIR-sc-*.dcm"))) == 15
+    assert len(list((tmp_path / "series").glob("T1-sc-*.dcm"))) == 15
 
 
 def test_an_unwritable_folder_is_a_clear_error(tmp_path, engines, knee):

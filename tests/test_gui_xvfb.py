@@ -22,6 +22,7 @@ from conftest import SHARED_DATA, requires_shared
 REPO = Path(__file__).resolve().parents[1]
 DATA = SHARED_DATA
 STIR_DIR = DATA / "sij-mri-dicom" / "patient1" / "STIR"
+T1_DIR = DATA / "sij-mri-dicom" / "patient1" / "T1"
 KNEE_KL4 = DATA / "knee-xray-kl" / "val" / "4" / "9693806R.png"  # held-out KL 4 knee: OA at p > 0.99, accepted
 DRIVER = REPO / "tests" / "gui_xvfb" / "run_window.py"
 
@@ -32,11 +33,11 @@ pytestmark = [
 ]
 
 
-def _drive_window(tmp_path: Path, path: Path, out: Path) -> dict:
+def _drive_window(tmp_path: Path, path: Path, out: Path, default_model: str = "") -> dict:
     env = {key: value for key, value in os.environ.items() if key != "QT_QPA_PLATFORM"}
     env.update(ASDESK_HOME=str(tmp_path / "home"), TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(REPO))
     command = ["xvfb-run", "-a", "-s", "-screen 0 1600x1000x24", sys.executable, str(DRIVER), "--out", str(out),
-               "--timeout", "240", str(path)]
+               "--timeout", "240", "--default-model", default_model, str(path)]
     completed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=400, check=False)
     stdout = completed.stdout
     assert completed.returncode == 0, f"driver failed ({completed.returncode}):\n{stdout}\n{completed.stderr[-3000:]}"
@@ -44,11 +45,18 @@ def _drive_window(tmp_path: Path, path: Path, out: Path) -> dict:
 
 
 def test_a_refused_series_shows_no_map_and_says_why(tmp_path: Path):
-    """The SI-joint STIR study of another site lies beyond the STIR pack's content gate for most slices: the
-    window shows the images, no heat map, and the refusal."""
-    summary = _drive_window(tmp_path, STIR_DIR, tmp_path / "stir-window.png")
+    """The T1 series of the SI-joint study with the SIJ pack as the reader's default model: the pack reads STIR,
+    so the window shows the images, no heat map, and the refusal."""
+    summary = _drive_window(tmp_path, T1_DIR, tmp_path / "t1-window.png", "sij-mri-stir-inflammation")
     assert summary["platform"] == "xcb" and summary["images"] == 15 and not summary["overlay_visible"]
     assert any("refused by sij-mri-stir-inflammation" in notice for notice in summary["notices"]), summary
+
+
+def test_the_stir_series_shows_the_oedema_map(tmp_path: Path):
+    """Its STIR series passes the SIJ pack's gate: the window shows the study's result with the oedema map."""
+    summary = _drive_window(tmp_path, STIR_DIR, tmp_path / "stir-window.png")
+    assert summary["platform"] == "xcb" and summary["images"] == 15 and summary["overlay_visible"]
+    assert not summary["notices"], summary["notices"]
 
 
 def test_real_window_under_xvfb_shows_the_overlay(tmp_path: Path):

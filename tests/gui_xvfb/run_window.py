@@ -54,12 +54,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=300.0)
     parser.add_argument("--width", type=int, default=1560)
     parser.add_argument("--height", type=int, default=960)
+    parser.add_argument("--default-model", default="",
+                        help="save this pack as the default model first (as the reader would in the window)")
     args = parser.parse_args(argv)
 
     from asdesk.core.logsetup import configure_logging
 
     configure_logging()
     packs = ensure_pack(args.pack_size)
+    if args.default_model:
+        from asdesk.core.settings import Settings
+
+        Settings(default_model=args.default_model).save()
     from PySide6.QtCore import QTimer
 
     from asdesk.gui.app import build_window, create_application
