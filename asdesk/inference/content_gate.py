@@ -33,8 +33,47 @@ METHOD = "ppca_mahalanobis"
 KNN_METHOD = "knn_cosine"
 
 
+class _Gate:
+    """What both gates share: the threshold's check, the feature check and :meth:`accepts`.
+
+    Subclasses are frozen dataclasses with ``feature_layer`` and ``threshold`` fields, an :attr:`n_features`
+    property and a :meth:`distance` method.
+    """
+
+    feature_layer: str
+    threshold: float
+
+    @property
+    def n_features(self) -> int:
+        """D, the feature dimension."""
+        raise NotImplementedError
+
+    def distance(self, features: ArrayLike) -> NDArray[np.float64]:
+        """Distance of each feature vector to the training images', float64 (N,)."""
+        raise NotImplementedError
+
+    def _check_threshold(self) -> None:
+        if not np.isfinite(self.threshold) or self.threshold < 0:
+            raise ValueError(f"content gate threshold must be a finite number >= 0, got {self.threshold}")
+        object.__setattr__(self, "threshold", float(self.threshold))
+
+    def _features(self, features: ArrayLike, dtype: type) -> np.ndarray:
+        """``features`` as (N, D) of ``dtype``; ValueError when D differs or a value is not finite."""
+        x = np.atleast_2d(np.asarray(features, dtype=dtype))
+        if x.ndim != 2 or x.shape[1] != self.n_features:
+            raise ValueError(f"content gate expects features (N, {self.n_features}) from layer "
+                             f"{self.feature_layer!r}, got {np.asarray(features).shape}")
+        if not np.all(np.isfinite(x)):
+            raise ValueError("content gate: features contain NaN or infinity")
+        return x
+
+    def accepts(self, features: ArrayLike) -> NDArray[np.bool_]:
+        """Whether each image is in distribution: ``distance <= threshold``, bool (N,)."""
+        return self.distance(features) <= self.threshold
+
+
 @dataclass(frozen=True)
-class ContentGate:
+class ContentGate(_Gate):
     """A fitted PPCA-Mahalanobis content gate.
 
     Attributes
@@ -78,13 +117,11 @@ class ContentGate:
                              f"{variance.shape}")
         if not (np.all(variance > 0) and np.isfinite(self.noise_variance) and self.noise_variance > 0):
             raise ValueError("content gate: variances must be > 0")
-        if not np.isfinite(self.threshold) or self.threshold < 0:
-            raise ValueError(f"content gate threshold must be a finite number >= 0, got {self.threshold}")
+        self._check_threshold()
         object.__setattr__(self, "mean", mean)
         object.__setattr__(self, "components", components)
         object.__setattr__(self, "explained_variance", variance)
         object.__setattr__(self, "noise_variance", float(self.noise_variance))
-        object.__setattr__(self, "threshold", float(self.threshold))
 
     @property
     def n_features(self) -> int:
@@ -155,26 +192,16 @@ class ContentGate:
         ValueError
             The feature dimension is not D, or a value is not finite.
         """
-        x = np.atleast_2d(np.asarray(features, dtype=np.float64))
-        if x.ndim != 2 or x.shape[1] != self.n_features:
-            raise ValueError(f"content gate expects features (N, {self.n_features}) from layer "
-                             f"{self.feature_layer!r}, got {np.asarray(features).shape}")
-        if not np.all(np.isfinite(x)):
-            raise ValueError("content gate: features contain NaN or infinity")
-        centred = x - self.mean
+        centred = self._features(features, np.float64) - self.mean
         z = centred @ self.components.T
         projected = np.sum(z * z, axis=1)
         residual = np.maximum(np.sum(centred * centred, axis=1) - projected, 0.0)
         squared = np.sum(z * z / self.explained_variance, axis=1) + residual / self.noise_variance
         return np.sqrt(np.maximum(squared, 0.0))
 
-    def accepts(self, features: ArrayLike) -> NDArray[np.bool_]:
-        """Whether each image is in distribution: ``distance <= threshold``, bool (N,)."""
-        return self.distance(features) <= self.threshold
-
 
 @dataclass(frozen=True)
-class KnnGate:
+class KnnGate(_Gate):
     """A k-nearest-neighbour content gate on L2-normalised features (Sun et al., ICML 2022).
 
     The distance of an image is ``1 - s_k``, where ``s_k`` is the k-th largest cosine similarity between its
@@ -209,11 +236,9 @@ class KnnGate:
             raise ValueError(f"k-NN content gate: reference must be finite (M, D), got {reference.shape}")
         if not 1 <= int(self.k) <= reference.shape[0]:
             raise ValueError(f"k-NN content gate: k must be in 1..{reference.shape[0]}, got {self.k}")
-        if not np.isfinite(self.threshold) or self.threshold < 0:
-            raise ValueError(f"content gate threshold must be a finite number >= 0, got {self.threshold}")
+        self._check_threshold()
         object.__setattr__(self, "reference", reference)
         object.__setattr__(self, "k", int(self.k))
-        object.__setattr__(self, "threshold", float(self.threshold))
 
     @property
     def n_features(self) -> int:
@@ -267,19 +292,9 @@ class KnnGate:
         ValueError
             The feature dimension is not D, or a value is not finite.
         """
-        x = np.atleast_2d(np.asarray(features, dtype=np.float32))
-        if x.ndim != 2 or x.shape[1] != self.n_features:
-            raise ValueError(f"content gate expects features (N, {self.n_features}) from layer "
-                             f"{self.feature_layer!r}, got {np.asarray(features).shape}")
-        if not np.all(np.isfinite(x)):
-            raise ValueError("content gate: features contain NaN or infinity")
-        similarity = self.normalised(x) @ self.reference.T
+        similarity = self.normalised(self._features(features, np.float32)) @ self.reference.T
         kth = np.partition(similarity, similarity.shape[1] - self.k, axis=1)[:, similarity.shape[1] - self.k]
         return np.clip(1.0 - kth.astype(np.float64), 0.0, 2.0)
-
-    def accepts(self, features: ArrayLike) -> NDArray[np.bool_]:
-        """Whether each image is in distribution: ``distance <= threshold``, bool (N,)."""
-        return self.distance(features) <= self.threshold
 
 
 def load_pack_gate(pack_dir: str | Path, block: Mapping[str, Any]) -> ContentGate | KnnGate:
