@@ -25,6 +25,7 @@ import datetime as dt
 import json
 import logging
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,50 +43,68 @@ JOINTS_FILE = "joint_predictions.csv"
 TOLERANCE_MM = 5.0
 
 
-def collect_folds(folder: str | Path, data: oedema.Prepared,
-                  sides: bool = False) -> tuple[np.ndarray, ...]:
-    """Out-of-fold slice scores and maps (and joint scores) in ``data``'s row order.
+@dataclass
+class OutOfFold:
+    """The fold models' outputs on their held-out patients, in a :class:`~asdesk.training.oedema.Prepared`'s
+    row order.
+
+    Attributes
+    ----------
+    scores : numpy.ndarray
+        float64 (N,) slice scores.
+    maps : numpy.ndarray
+        float32 (N, s, s) oedema maps on the model-input grid.
+    side_scores : numpy.ndarray or None
+        float64 (N, 2) joint scores of a model that reads the two joints separately; ``None`` for the
+        whole-crop U-Net, whose folds have none.
+    """
+
+    scores: np.ndarray
+    maps: np.ndarray
+    side_scores: np.ndarray | None
+
+
+def collect_folds(folder: str | Path, data: oedema.Prepared) -> OutOfFold:
+    """Read the out-of-fold outputs that :func:`asdesk.training.oedema.run_lopo` wrote.
 
     Parameters
     ----------
     folder : str or Path
         Holds ``fold-<patient>.npz`` for every labelled patient.
     data : Prepared
-    sides : bool
-        Also return the joint scores of a side-split model's folds.
 
     Returns
     -------
-    scores : numpy.ndarray
-        float64 (N,).
-    maps : numpy.ndarray
-        float32 (N, s, s) on the model-input grid.
-    side_scores : numpy.ndarray
-        float64 (N, 2), only with ``sides``.
+    OutOfFold
 
     Raises
     ------
     FileNotFoundError
         A patient's fold is missing.
-    KeyError
-        ``sides`` and a fold without joint scores.
+    ValueError
+        Some folds have joint scores and others not (folds of two different models).
     """
     scores = np.full(len(data.labels), np.nan)
     joints = np.full((len(data.labels), 2), np.nan)
     maps = np.zeros(data.images.shape, np.float32)
+    with_joints = set()
     for patient in np.unique(data.patients):
         path = Path(folder) / f"fold-{patient}.npz"
         if not path.is_file():
             raise FileNotFoundError(f"{path}: fold of patient {patient} missing; run asdesk.training.oedema lopo")
         fold = np.load(path)
+        with_joints.add("side_scores" in fold.files)
         rows = np.flatnonzero(data.patients == patient)
         order = {int(s): i for i, s in enumerate(fold["slices"])}
         for row in rows:
-            scores[row] = float(fold["scores"][order[int(data.slices[row])]])
-            maps[row] = fold["maps"][order[int(data.slices[row])]].astype(np.float32)
-            if sides:
-                joints[row] = fold["side_scores"][order[int(data.slices[row])]]
-    return (scores, maps, joints) if sides else (scores, maps)
+            at = order[int(data.slices[row])]
+            scores[row] = float(fold["scores"][at])
+            maps[row] = fold["maps"][at].astype(np.float32)
+            if "side_scores" in fold.files:
+                joints[row] = fold["side_scores"][at]
+    if len(with_joints) > 1:
+        raise ValueError(f"{folder}: some folds have joint scores and others not; are they from one model?")
+    return OutOfFold(scores, maps, joints if with_joints == {True} else None)
 
 
 def source_maps(maps: np.ndarray, volumes: list[oedema.OedemaVolume]) -> np.ndarray:
@@ -432,8 +451,9 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
     volumes = oedema.load_volumes(args.data)
     data = oedema.prepare(volumes)
     labels, groups = data.labels, data.patients
-    sides = "side_scores" in np.load(next(Path(args.lopo).glob("fold-*.npz"))).files
-    scores, grid_maps, *joints = collect_folds(args.lopo, data, sides=sides)
+    folds = collect_folds(args.lopo, data)
+    scores, grid_maps, joints = folds.scores, folds.maps, folds.side_scores
+    sides = joints is not None
     points = choose_operating_points(labels, scores)
     decisions = nested_decisions(labels, scores, groups)
     dataset_name = ("sij-mri-spa (Hepburn et al., VHI / Bone_MRI supplementary data): 8 axSpA patients with "
@@ -445,8 +465,8 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
                   "the other patients' out-of-fold scores"), study_k=3)
     performance["study_level"] = nested_study_level(labels, scores, groups, 3)
     performance["per_patient"] = per_patient(labels, scores, groups, decisions)
-    if sides:
-        performance["per_joint"] = per_joint(oedema.side_labels(data.readers), joints[0], groups)
+    if joints is not None:
+        performance["per_joint"] = per_joint(oedema.side_labels(data.readers), joints, groups)
     previous, gradcam, previous_maps = [], None, None
     for old in (Path(folder) for folder in args.old_pack):
         old_card = json.loads((old / "card.json").read_text(encoding="utf-8"))
@@ -457,7 +477,7 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
                          old_scores))
         if old_card.get("explanation", {}).get("kind") == "oedema_map":
             if args.previous_lopo:
-                previous_maps = (source_maps(collect_folds(args.previous_lopo, data)[1], volumes),
+                previous_maps = (source_maps(collect_folds(args.previous_lopo, data).maps, volumes),
                                  float(old_card["operating_points"]["balanced"]["threshold"]))
         else:
             gradcam = _old_gradcam(old, volumes)
@@ -597,9 +617,9 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
     (out / "card.json").write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
     keys = [f"{patient}#{index}" for patient, index in zip(groups, data.slices, strict=True)]
     write_evaluation_files(out / "evaluation", args.pack_id, labels, scores, groups, keys, points)
-    if sides:
+    if joints is not None:
         write_joint_predictions(out / "evaluation" / JOINTS_FILE, keys, groups, oedema.side_labels(data.readers),
-                                joints[0])
+                                joints)
     (out / "evaluation" / "results.json").write_text(json.dumps(
         {"performance": performance, "localisation": local, "comparison": comparison}, indent=2) + "\n",
         encoding="utf-8")
