@@ -235,6 +235,23 @@ def prepare(volumes: list[OedemaVolume]) -> Prepared:
                     np.asarray(labels), np.asarray(patients), np.asarray(slices))
 
 
+def network_input(images: np.ndarray) -> np.ndarray:
+    """Model-input images as the U-Net takes them: the pipeline's ``normalise`` step for MobileNetV2.
+
+    Parameters
+    ----------
+    images : numpy.ndarray
+        float (N, s, s) in [0, 1] (:attr:`Prepared.images`).
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 (N, s, s, 3) in [-1, 1]: the gray image in all three channels, scaled as
+        ``keras.applications.mobilenet_v2.preprocess_input`` scales [0, 255].
+    """
+    return (np.asarray(images, dtype=np.float32)[..., None].repeat(3, axis=-1) * 2.0 - 1.0).astype(np.float32)
+
+
 def build_unet(weights: str | Path | None = None, input_size: int = INPUT_SIZE, seed: int = 0,
                sides: bool = True) -> Any:  # noqa: ANN401
     """U-Net with a MobileNetV2 encoder: oedema map, slice score and per-joint scores.
@@ -462,13 +479,13 @@ def _batches(images: np.ndarray, masks: np.ndarray, labels: np.ndarray, batch_si
         for start in range(0, len(order) - batch_size + 1, batch_size):
             pick = order[start:start + batch_size]
             pairs = [augment_pair(images[i], masks[i], rng) for i in pick]
-            x = np.stack([pair[0] for pair in pairs])[..., None].repeat(3, axis=-1) * 2.0 - 1.0
+            x = network_input(np.stack([pair[0] for pair in pairs]))
             y_map = np.stack([pair[1] for pair in pairs])[..., None].astype(np.float32)
             y_score = labels[pick].astype(np.float32)[:, None]
             targets = {MAP_OUTPUT: y_map, SCORE_OUTPUT: y_score}
             if sides:  # from the moved mask: a shift may carry a mark across the midline
                 targets[SIDE_OUTPUT] = side_labels(y_map[..., 0]).astype(np.float32)
-            yield x.astype(np.float32), targets
+            yield x, targets
 
 
 def train_unet(data: Prepared, index: np.ndarray, weights: str | Path | None, epochs: int = 30,
@@ -528,7 +545,7 @@ def recalibrate_batchnorm(model: Any, images: np.ndarray, batch_size: int = 8) -
     """
     import keras
 
-    x = images[..., None].repeat(3, axis=-1).astype(np.float32) * 2.0 - 1.0
+    x = network_input(images)
     changes = {}
     for layer in model.layers:
         if not (isinstance(layer, keras.layers.BatchNormalization) and layer.trainable):
@@ -553,7 +570,8 @@ def recalibrate_batchnorm(model: Any, images: np.ndarray, batch_size: int = 8) -
     return changes
 
 
-def predict(model: Any, images: np.ndarray, batch_size: int = 8) -> tuple[np.ndarray, ...]:  # noqa: ANN401
+def predict(model: Any, images: np.ndarray,  # noqa: ANN401
+            batch_size: int = 8) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Oedema maps, slice scores and (side-split models) joint scores.
 
     Parameters
@@ -568,15 +586,12 @@ def predict(model: Any, images: np.ndarray, batch_size: int = 8) -> tuple[np.nda
         float32 (N, s, s) in [0, 1].
     scores : numpy.ndarray
         float32 (N,).
-    side_scores : numpy.ndarray
-        float32 (N, 2), only for a side-split model.
+    side_scores : numpy.ndarray or None
+        float32 (N, 2) for a side-split model, else ``None``.
     """
-    x = images[..., None].repeat(3, axis=-1) * 2.0 - 1.0
-    out = model.predict(x.astype(np.float32), batch_size=batch_size, verbose=0)
-    result = (np.asarray(out[MAP_OUTPUT])[..., 0].astype(np.float32), np.asarray(out[SCORE_OUTPUT]).reshape(-1))
-    if SIDE_OUTPUT in out:
-        return (*result, np.asarray(out[SIDE_OUTPUT], np.float32))
-    return result
+    out = model.predict(network_input(images), batch_size=batch_size, verbose=0)
+    return (np.asarray(out[MAP_OUTPUT])[..., 0].astype(np.float32), np.asarray(out[SCORE_OUTPUT]).reshape(-1),
+            np.asarray(out[SIDE_OUTPUT], np.float32) if SIDE_OUTPUT in out else None)
 
 
 def run_lopo(root: str | Path, weights: str | Path | None, out: str | Path, epochs: int, seed: int = 0,
@@ -613,8 +628,8 @@ def run_lopo(root: str | Path, weights: str | Path | None, out: str | Path, epoc
         train = np.flatnonzero(data.patients != patient)
         test = np.flatnonzero(data.patients == patient)
         model = train_unet(data, train, weights, epochs=epochs, seed=seed, sides=sides)
-        maps, scores, *joints = predict(model, data.images[test])
-        extra = {"side_scores": joints[0], "side_labels": side_labels(data.readers[test])} if joints else {}
+        maps, scores, joints = predict(model, data.images[test])
+        extra = {} if joints is None else {"side_scores": joints, "side_labels": side_labels(data.readers[test])}
         np.savez_compressed(target, maps=maps.astype(np.float16), scores=scores, labels=data.labels[test],
                             slices=data.slices[test], seconds=time.perf_counter() - start, **extra)
         LOGGER.info("fold %s: %d slices, %.0f s", patient, len(test), time.perf_counter() - start)

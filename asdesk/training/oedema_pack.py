@@ -401,8 +401,7 @@ def keras_outputs(model: Any, images: np.ndarray, batch_size: int = 8) -> tuple[
     three = oedema.with_pooled(model)
     maps, pooled, scores = [], [], []
     for first in range(0, len(images), batch_size):
-        x = images[first:first + batch_size, ..., None].repeat(3, axis=-1) * 2.0 - 1.0
-        m, p, s = three(x.astype(np.float32), training=False)
+        m, p, s = three(oedema.network_input(images[first:first + batch_size]), training=False)
         maps.append(np.asarray(m)[..., 0])
         pooled.append(np.asarray(p))
         scores.append(np.asarray(s).reshape(-1))
@@ -417,8 +416,7 @@ def onnx_parity(path: Path, images: np.ndarray, maps: np.ndarray, scores: np.nda
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     got_maps, got_scores = [], []
     for first in range(0, len(images), 8):
-        x = images[first:first + 8, ..., None].repeat(3, axis=-1) * 2.0 - 1.0
-        m, s = session.run(["oedema_map", "probability"], {"image": x.astype(np.float32)})
+        m, s = session.run(["oedema_map", "probability"], {"image": oedema.network_input(images[first:first + 8])})
         got_maps.append(m[..., 0])
         got_scores.append(s.reshape(-1))
     onnx_maps, onnx_scores = np.concatenate(got_maps), np.concatenate(got_scores)
