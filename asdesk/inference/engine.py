@@ -492,10 +492,11 @@ def warped_view(raw_map: np.ndarray | None, model_input: Any, theta: np.ndarray 
     from asdesk.inference.gradcam import upsample_and_normalise
     from asdesk.inference.stn_warp import inverse_theta, warp_numpy
 
-    image = np.clip(warp_numpy(model_input.image, theta), 0.0, 1.0).astype(np.float32)
-    warped_input = dataclasses.replace(model_input, image=image)
+    image = warp_numpy(model_input.image, theta)  # float32, a new array: clipped in place
+    warped_input = dataclasses.replace(model_input, image=np.clip(image, 0.0, 1.0, out=image))
     if raw_map is None:
         return None, warped_input
     height, width = model_input.image.shape[:2]
     grid = upsample_and_normalise(np.asarray(raw_map, dtype=np.float32)[None], (height, width))[0]
-    return np.clip(warp_numpy(grid, inverse_theta(theta)), 0.0, None).astype(np.float32), warped_input
+    back = warp_numpy(grid, inverse_theta(theta))
+    return np.maximum(back, 0.0, out=back), warped_input

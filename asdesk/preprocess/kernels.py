@@ -17,6 +17,8 @@ OpenCV stays the oracle of the tests and of training; nothing here imports it.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 __all__ = ["clahe", "equalize_hist", "resize"]
@@ -124,9 +126,13 @@ def _linear_taps(src: int, dst: int, area_mode: bool, precise: bool) -> tuple[np
     return s, f
 
 
-def _bilinear(source: np.ndarray, height: int, width: int, area_mode: bool, precise: bool) -> np.ndarray:
-    """OpenCV's ``resizeGeneric_`` with ``HResizeLinear`` / ``VResizeLinear`` on float32."""
-    src_h, src_w = source.shape
+@functools.lru_cache(maxsize=32)
+def _bilinear_plan(src_h: int, src_w: int, height: int, width: int, area_mode: bool, precise: bool) -> tuple:
+    """The taps and weights of :func:`_bilinear` for one pair of sizes, computed once (read-only arrays).
+
+    The same arrays as computing them per call: caching changes no arithmetic, it saves their set-up (about
+    half of the time of a 7 x 7 -> 224 x 224 heat-map upsampling).
+    """
     one = np.float32(1)
 
     # Horizontal taps: outside the image the edge pixel is taken alone (OpenCV's xmin / xmax).
@@ -144,14 +150,24 @@ def _bilinear(source: np.ndarray, height: int, width: int, area_mode: bool, prec
     row0 = np.clip(sy, 0, src_h - 1)
     row1 = np.clip(sy + 1, 0, src_h - 1)
     by0, by1 = (one - fy)[:, None], fy[:, None]
-
     # The horizontal pass runs once on each source row that is used.
     rows, inverse = np.unique(np.concatenate([row0, row1]), return_inverse=True)
+    plan = (sx[inner], sx_next[inner], ax0[inner], ax1[inner], inner, right, sx[right], rows,
+            inverse[:height], inverse[height:], by0, by1)
+    for array in plan:
+        array.setflags(write=False)  # shared by every call with these sizes
+    return plan
+
+
+def _bilinear(source: np.ndarray, height: int, width: int, area_mode: bool, precise: bool) -> np.ndarray:
+    """OpenCV's ``resizeGeneric_`` with ``HResizeLinear`` / ``VResizeLinear`` on float32."""
+    src_h, src_w = source.shape
+    (x0, x1, ax0, ax1, inner, right, x_right, rows, index0, index1, by0,
+     by1) = _bilinear_plan(src_h, src_w, height, width, area_mode, precise)
     picked = source[rows]
     horizontal = np.empty((rows.size, width), dtype=np.float32)
-    horizontal[:, inner] = picked[:, sx[inner]] * ax0[inner] + picked[:, sx_next[inner]] * ax1[inner]
-    horizontal[:, right] = picked[:, sx[right]]
-    index0, index1 = inverse[:height], inverse[height:]
+    horizontal[:, inner] = picked[:, x0] * ax0 + picked[:, x1] * ax1
+    horizontal[:, right] = picked[:, x_right]
     return horizontal[index0] * by0 + horizontal[index1] * by1
 
 
