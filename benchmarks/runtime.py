@@ -16,7 +16,10 @@ that machine load affects all alike, medians of ``--repeats``:
   batched throughput (batches of ``--batch`` preprocessed tensors, already in memory).
 
 Printed ratios (targets of issue 10): asdesk / fastest bare batch-1 (<= 1.5), screening / bare batched
-(>= 0.8), naive / asdesk. Needs the train extra (TensorFlow) and ``openvino`` for the comparison columns.
+(>= 0.8), naive / asdesk; and the CPU time the process uses in the half second after an analysis (ONNX Runtime
+threads left spinning would show here). ``--settle-ms`` idles before each timed call: the latency after a pause,
+as a reader's click meets it, and no runtime's spinning threads slow the one timed after it. Needs the train
+extra (TensorFlow) and ``openvino`` for the comparison columns.
 """
 
 from __future__ import annotations
@@ -49,9 +52,10 @@ def images_for(card, count: int) -> list[Path]:
     return files or sorted((REPO / "resources" / "samples").glob("*.png"))
 
 
-def median_ms(function, repeats: int) -> float:
+def median_ms(function, repeats: int, settle_s: float = 0.0) -> float:
     times = []
     for _ in range(repeats):
+        time.sleep(settle_s)  # let the previous runtime's worker threads stop spinning (not timed)
         start = time.perf_counter()
         function()
         times.append((time.perf_counter() - start) * 1000.0)
@@ -63,7 +67,11 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--screen-images", type=int, default=200)
     parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--settle-ms", type=float, default=0.0,
+                        help="idle time before each timed call, so that the thread pools of the runtime measured "
+                             "just before (TensorFlow's, OpenVINO's, ONNX Runtime's) have stopped spinning")
     args = parser.parse_args()
+    settle = args.settle_ms / 1000.0
 
     import numpy as np
     import onnxruntime as ort
@@ -121,9 +129,9 @@ def main() -> int:
         timings = {name: [] for name in [*bare, "asdesk", "naive"]}
         for _ in range(args.repeats):  # interleaved
             for name, function in bare.items():
-                timings[name].append(median_ms(lambda f=function, t=x: f(t), 1))
-            timings["asdesk"].append(median_ms(asdesk_one, 1))
-            timings["naive"].append(median_ms(naive, 1))
+                timings[name].append(median_ms(lambda f=function, t=x: f(t), 1, settle))
+            timings["asdesk"].append(median_ms(asdesk_one, 1, settle))
+            timings["naive"].append(median_ms(naive, 1, settle))
         medians = {name: statistics.median(values) for name, values in timings.items()}
         fastest = min(bare, key=lambda name: medians[name])
         print(f"\n{pack.card.id} ({pack.card.architecture} {pack.card.input_shape}), image {path.name}; "
@@ -136,6 +144,13 @@ def main() -> int:
         print(f"  RATIO asdesk / fastest bare batch-1 ({fastest}): {medians['asdesk'] / medians[fastest]:.2f} "
               f"(target <= 1.5)")
         print(f"  RATIO naive / asdesk: {medians['naive'] / medians['asdesk']:.1f}")
+        time.sleep(0.5)  # every runtime's threads idle
+        asdesk_one()
+        before = os.times()
+        time.sleep(0.5)
+        after = os.times()
+        burned = (after.user + after.system - before.user - before.system) * 1000.0
+        print(f"  CPU time of the process in the 0.5 s after an analysis: {burned:.0f} ms (threads left spinning)")
 
         # batched: the fastest bare runtime over preprocessed tensors in memory
         tensors = np.stack([engine.pipeline(read_image(p)).tensor for p in files]).astype(np.float32)
