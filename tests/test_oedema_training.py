@@ -141,6 +141,7 @@ def test_the_runtime_graph_exports_to_onnx_with_parity(small_unet, tmp_path):
     pytest.importorskip("tf2onnx", reason="needs tf2onnx (the train extra)")
     import onnxruntime as ort
 
+    from asdesk.training.oedema import network_input
     from asdesk.training.oedema_pack import export_onnx, keras_outputs
 
     path = tmp_path / "unet.onnx"
@@ -148,8 +149,8 @@ def test_the_runtime_graph_exports_to_onnx_with_parity(small_unet, tmp_path):
     images = np.random.default_rng(1).uniform(0, 1, (4, 64, 64)).astype(np.float32)
     maps, pooled, scores = keras_outputs(small_unet, images)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    x = (images[..., None].repeat(3, axis=-1) * 2 - 1).astype(np.float32)
-    got_map, got_pooled, got_score = session.run(["oedema_map", "pooled", "probability"], {"image": x})
+    got_map, got_pooled, got_score = session.run(["oedema_map", "pooled", "probability"],
+                                                 {"image": network_input(images)})
     assert got_pooled.shape == (4, 192)  # the two halves' mean: one vector per slice
     assert np.max(np.abs(got_map[..., 0] - maps)) < 1e-5
     assert np.max(np.abs(got_pooled - pooled)) < 1e-4

@@ -669,7 +669,7 @@ def train_oedema_pack(args: argparse.Namespace) -> int:
     build(argparse.Namespace(
         data=args.data, lopo=str(out / "lopo"), model=str(final / "model.keras"), old_pack=[], previous_lopo="",
         out=str(out), pack_id=args.pack_id, version=args.pack_version, weights_name=str(weights or "none"),
-        epochs=args.epochs,        configurations=1, selection_note="", allow_parity_changes=False))
+        epochs=args.epochs, configurations=1, selection_note="", allow_parity_changes=False))
     print(f"model pack written to {out}")
     return 0
 

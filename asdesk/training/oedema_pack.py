@@ -452,6 +452,7 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
     folds = collect_folds(args.lopo, data)
     scores, grid_maps, joints = folds.scores, folds.maps, folds.side_scores
     sides = joints is not None
+    joint_labels = oedema.side_labels(data.readers) if sides else None
     points = choose_operating_points(labels, scores)
     decisions = nested_decisions(labels, scores, groups)
     dataset_name = ("sij-mri-spa (Hepburn et al., VHI / Bone_MRI supplementary data): 8 axSpA patients with "
@@ -463,8 +464,8 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
                   "the other patients' out-of-fold scores"), study_k=3)
     performance["study_level"] = nested_study_level(labels, scores, groups, 3)
     performance["per_patient"] = per_patient(labels, scores, groups, decisions)
-    if joints is not None:
-        performance["per_joint"] = per_joint(oedema.side_labels(data.readers), joints, groups)
+    if sides:
+        performance["per_joint"] = per_joint(joint_labels, joints, groups)
     previous, gradcam, previous_maps = [], None, None
     for old in (Path(folder) for folder in args.old_pack):
         old_card = json.loads((old / "card.json").read_text(encoding="utf-8"))
@@ -615,9 +616,8 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
     (out / "card.json").write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
     keys = [f"{patient}#{index}" for patient, index in zip(groups, data.slices, strict=True)]
     write_evaluation_files(out / "evaluation", args.pack_id, labels, scores, groups, keys, points)
-    if joints is not None:
-        write_joint_predictions(out / "evaluation" / JOINTS_FILE, keys, groups, oedema.side_labels(data.readers),
-                                joints)
+    if sides:
+        write_joint_predictions(out / "evaluation" / JOINTS_FILE, keys, groups, joint_labels, joints)
     (out / "evaluation" / "results.json").write_text(json.dumps(
         {"performance": performance, "localisation": local, "comparison": comparison}, indent=2) + "\n",
         encoding="utf-8")
